@@ -1,0 +1,29 @@
+# Two commands on a fresh machine:  `make repro` (whole pipeline on the embedded data)  and  `make test`.
+PY := .venv/bin/python
+export DVC_NO_ANALYTICS := 1
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MPLBACKEND := Agg
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: install repro test lint bench clean-venv
+
+# Idempotent: re-runs pip only when requirements.txt or the installer changed.
+.venv/.installed: requirements.txt scripts/install.sh scripts/install_detectron2.sh
+	bash scripts/install.sh
+	touch $@
+
+install: .venv/.installed
+
+repro: install
+	.venv/bin/dvc repro
+
+test: install
+	$(PY) -m ruff check mal stages pipeline tests scripts
+	$(PY) -m pytest -q tests
+
+lint: install
+	$(PY) -m ruff check mal stages pipeline tests scripts
+
+clean-venv:
+	rm -rf .venv

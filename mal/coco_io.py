@@ -1,0 +1,262 @@
+"""COCO files and images: loading, validation, atomic writing.
+
+Every COCO file the project reads goes through :func:`load_coco`, which either raises
+:class:`CocoFormatError` naming the file, the record and the field, or fixes the problem in a
+counted way (see :class:`ValidationReport`). Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+REQUIRED_IMAGE_KEYS = {"id": int, "file_name": str, "width": int, "height": int}
+REQUIRED_ANN_KEYS = {"id": int, "image_id": int, "category_id": int, "bbox": list}
+REQUIRED_CAT_KEYS = {"id": int, "name": str}
+
+
+class CocoFormatError(ValueError):
+    """A COCO file that cannot be used; the message names file, record and field."""
+
+
+@dataclass
+class ValidationReport:
+    """Counted, non-fatal fixes and observations made while loading a COCO file."""
+
+    path: str
+    warnings: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def warn(self, kind: str, message: str) -> None:
+        self.warnings[kind] += 1
+        self.examples.setdefault(kind, message)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"warnings": dict(self.warnings), "examples": dict(self.examples)}
+
+
+def _is_type(value: Any, typ: type) -> bool:
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typ)
+
+
+def _check_keys(path: str, section: str, record: Any, idx: int, required: dict[str, type]) -> None:
+    if not isinstance(record, dict):
+        raise CocoFormatError(f"{path}: {section}[{idx}] is {type(record).__name__}, expected an object")
+    rid = record.get("id", f"#{idx}")
+    for key, typ in required.items():
+        if key not in record:
+            raise CocoFormatError(f"{path}: {section} id={rid}: missing field '{key}'")
+        if not _is_type(record[key], typ):
+            raise CocoFormatError(
+                f"{path}: {section} id={rid}: field '{key}' is {type(record[key]).__name__} "
+                f"({record[key]!r:.40}), expected {typ.__name__}"
+            )
+
+
+def image_path(json_path: str | Path, image: dict[str, Any], image_root: str | Path | None = None) -> Path:
+    """Where an image lives: ``image_root`` if given, else the directory of the COCO JSON, joined with file_name."""
+    root = Path(image_root) if image_root is not None else Path(json_path).parent
+    return root / image["file_name"]
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read any common image as ``H x W x 3`` uint8 RGB.
+
+    Gray, 16-bit (percentile-free min/max scaling), palette, RGBA (alpha dropped) and CMYK are converted.
+    Raises ``ValueError`` naming the path when the file is missing or does not decode.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(im, dtype=np.float64)
+                lo, hi = float(arr.min()), float(arr.max())
+                arr = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
+                gray = arr.round().astype(np.uint8)
+                return np.repeat(gray[:, :, None], 3, axis=2)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for truncated/unknown files
+        raise ValueError(f"{path}: image does not decode ({e})") from e
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = None) -> None:
+    """Write JSON to ``path`` via a temp file in the same directory + ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=indent)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _decode_check(path: str, ann: dict[str, Any], height: int, width: int) -> None:
+    """Raise CocoFormatError if ``ann['segmentation']`` does not decode to an ``height x width`` mask."""
+    from pycocotools import mask as mask_utils
+
+    seg = ann["segmentation"]
+    where = f"{path}: annotation id={ann['id']}: field 'segmentation'"
+    try:
+        if isinstance(seg, list):
+            if not seg:
+                raise ValueError("empty polygon list")
+            for poly in seg:
+                if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                    raise ValueError("each polygon must be a flat list of >= 3 x,y pairs")
+                if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in poly):
+                    raise ValueError("polygon coordinates must be finite numbers")
+            mask_utils.frPyObjects(seg, height, width)
+        elif isinstance(seg, dict):
+            size, counts = seg.get("size"), seg.get("counts")
+            if size != [height, width]:
+                raise ValueError(f"RLE size {size} != image [height, width] [{height}, {width}]")
+            rle = mask_utils.frPyObjects(seg, height, width) if isinstance(counts, list) else dict(seg)
+            if isinstance(rle.get("counts"), str):
+                rle["counts"] = rle["counts"].encode()
+            decoded = mask_utils.decode(rle)
+            if decoded.shape[:2] != (height, width):
+                raise ValueError("RLE decodes to the wrong shape")
+        else:
+            raise ValueError(f"expected a polygon list or an RLE dict, got {type(seg).__name__}")
+    except CocoFormatError:
+        raise
+    except Exception as e:  # pycocotools raises bare Exceptions / TypeErrors on bad input
+        raise CocoFormatError(f"{where}: does not decode ({e})") from e
+
+
+def validate_coco(
+    coco: Any,
+    path: str | Path = "<memory>",
+    image_root: str | Path | None = None,
+    check_images: str = "exists",
+    require_masks: bool = False,
+) -> tuple[dict[str, Any], ValidationReport]:
+    """Validate a COCO dict; return a cleaned deep-ish copy and the report of counted fixes.
+
+    Fatal (``CocoFormatError`` naming file, record id and field): missing or ill-typed keys,
+    duplicate ids, annotations pointing to unknown images or categories, non-finite or malformed
+    boxes, non-positive image sizes, masks that do not decode, missing/unreadable image files
+    (``check_images``: "none" | "exists" | "decode").
+    Counted (report.warnings): boxes clipped to the image, boxes with zero/negative size after
+    clipping (kept, flagged ``"mal_invalid_box"``), defaulted ``iscrowd``/``area``.
+    """
+    path = str(path)
+    report = ValidationReport(path)
+    if not isinstance(coco, dict):
+        raise CocoFormatError(f"{path}: top level is {type(coco).__name__}, expected a COCO object")
+    for key in ("images", "annotations", "categories"):
+        if key not in coco:
+            raise CocoFormatError(f"{path}: missing top-level field '{key}'")
+        if not isinstance(coco[key], list):
+            raise CocoFormatError(f"{path}: top-level field '{key}' is {type(coco[key]).__name__}, expected a list")
+
+    images: dict[int, dict[str, Any]] = {}
+    for i, img in enumerate(coco["images"]):
+        _check_keys(path, "image", img, i, REQUIRED_IMAGE_KEYS)
+        if img["id"] in images:
+            raise CocoFormatError(f"{path}: image id={img['id']}: duplicate id")
+        if img["width"] <= 0 or img["height"] <= 0:
+            raise CocoFormatError(f"{path}: image id={img['id']}: field 'width'/'height' must be positive")
+        images[img["id"]] = img
+    categories: dict[int, dict[str, Any]] = {}
+    for i, cat in enumerate(coco["categories"]):
+        _check_keys(path, "category", cat, i, REQUIRED_CAT_KEYS)
+        if cat["id"] in categories:
+            raise CocoFormatError(f"{path}: category id={cat['id']}: duplicate id")
+        categories[cat["id"]] = cat
+
+    seen: set[int] = set()
+    anns = []
+    for i, ann in enumerate(coco["annotations"]):
+        _check_keys(path, "annotation", ann, i, REQUIRED_ANN_KEYS)
+        aid = ann["id"]
+        if aid in seen:
+            raise CocoFormatError(f"{path}: annotation id={aid}: duplicate id")
+        seen.add(aid)
+        if ann["image_id"] not in images:
+            raise CocoFormatError(f"{path}: annotation id={aid}: field 'image_id' = {ann['image_id']} is not an image id")
+        if ann["category_id"] not in categories:
+            raise CocoFormatError(
+                f"{path}: annotation id={aid}: field 'category_id' = {ann['category_id']} is not a category id"
+            )
+        bbox = ann["bbox"]
+        if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+            raise CocoFormatError(f"{path}: annotation id={aid}: field 'bbox' must be 4 numbers [x, y, w, h]")
+        if not all(np.isfinite(v) for v in bbox):
+            raise CocoFormatError(f"{path}: annotation id={aid}: field 'bbox' has non-finite values {bbox}")
+        ann = dict(ann)
+        img = images[ann["image_id"]]
+        x, y, w, h = (float(v) for v in bbox)
+        x0, y0 = max(x, 0.0), max(y, 0.0)
+        x1, y1 = min(x + w, float(img["width"])), min(y + h, float(img["height"]))
+        if (x0, y0, x1, y1) != (x, y, x + w, y + h) and w > 0 and h > 0:
+            report.warn("box_clipped", f"annotation id={aid}: bbox {bbox} clipped to image {img['width']}x{img['height']}")
+        cw, ch = max(x1 - x0, 0.0), max(y1 - y0, 0.0)
+        ann["bbox"] = [x0, y0, cw, ch] if w > 0 and h > 0 else [x, y, w, h]
+        if cw <= 0 or ch <= 0:
+            kind = "box_zero_size" if w <= 0 or h <= 0 else "box_outside_image"
+            report.warn(kind, f"annotation id={aid}: bbox {bbox} has no area inside the image")
+            ann["mal_invalid_box"] = kind
+        if "iscrowd" not in ann:
+            ann["iscrowd"] = 0
+            report.warn("iscrowd_defaulted", f"annotation id={aid}: no 'iscrowd', set to 0")
+        elif ann["iscrowd"] not in (0, 1, True, False):
+            raise CocoFormatError(f"{path}: annotation id={aid}: field 'iscrowd' must be 0 or 1, got {ann['iscrowd']!r}")
+        ann["iscrowd"] = int(ann["iscrowd"])
+        if "segmentation" in ann and ann["segmentation"] is not None:
+            _decode_check(path, ann, img["height"], img["width"])
+        elif require_masks:
+            raise CocoFormatError(f"{path}: annotation id={aid}: missing field 'segmentation' (masks are required here)")
+        if not isinstance(ann.get("area"), (int, float)):
+            ann["area"] = cw * ch
+            report.warn("area_defaulted", f"annotation id={aid}: no numeric 'area', set to the box area")
+        anns.append(ann)
+
+    if check_images != "none":
+        for img in images.values():
+            p = image_path(path, img, image_root)
+            if not p.is_file():
+                raise CocoFormatError(f"{path}: image id={img['id']}: field 'file_name': file {p} not found")
+            if check_images == "decode":
+                try:
+                    read_image(p)
+                except ValueError as e:
+                    raise CocoFormatError(f"{path}: image id={img['id']}: field 'file_name': {e}") from e
+    out = {k: v for k, v in coco.items() if k not in ("images", "annotations", "categories")}
+    out.update(images=list(images.values()), annotations=anns, categories=list(categories.values()))
+    return out, report
+
+
+def load_coco(
+    path: str | Path,
+    image_root: str | Path | None = None,
+    check_images: str = "exists",
+    require_masks: bool = False,
+) -> tuple[dict[str, Any], ValidationReport]:
+    """Read and validate a COCO JSON file (see :func:`validate_coco`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CocoFormatError(f"{path}: COCO file not found")
+    try:
+        with path.open() as f:
+            coco = json.load(f)
+    except json.JSONDecodeError as e:
+        raise CocoFormatError(f"{path}: not valid JSON ({e})") from e
+    return validate_coco(coco, path, image_root, check_images, require_masks)

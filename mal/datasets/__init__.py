@@ -1,0 +1,1 @@
+"""Dataset builders, looked up by name (``data.dataset`` in params.yaml)."""
