@@ -1,0 +1,139 @@
+"""COCO evaluation with pycocotools (no detectron2): box and mask AP as flat JSON-able numbers.
+
+The detector stage turns detectron2 predictions into standard COCO result records (see
+:func:`mal.detector.predict`) and scores them here, so the code path that produces the reported numbers is the
+one the tests check with perfect predictions (100 AP).
+
+Result record (the COCO "results" format)::
+
+    {"image_id": int, "category_id": int (the dataset's own id), "bbox": [x, y, w, h], "score": float,
+     "segmentation": RLE dict {"size": [h, w], "counts": str}}   # segmentation only for mask results
+
+Flat metrics: ``{prefix}_{name}`` for prefix in ``box``/``mask`` and name in :data:`STAT_NAMES`, in percent
+(0-100, like detectron2). A statistic COCO cannot compute (e.g. APl when the set has no large objects) is
+``None`` (JSON null), never a made-up number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_util
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+# Order of COCOeval.stats (maxDets = 1, 10, 100).
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+IOU_TYPES = {"box": "bbox", "mask": "segm"}
+
+
+def load_gt(gt: str | Path | dict[str, Any]) -> COCO:
+    """A pycocotools ``COCO`` object from a path or an in-memory COCO dict (quietly).
+
+    Annotations missing ``area`` get ``w*h`` (box area) and missing ``iscrowd`` get 0, as pycocotools needs both.
+    """
+    if isinstance(gt, (str, Path)):
+        path = Path(gt)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: ground-truth COCO file not found")
+        with path.open() as f:
+            data = json.load(f)
+    else:
+        data = copy.deepcopy(gt)
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise ValueError(f"ground truth {gt if isinstance(gt, (str, Path)) else '<dict>'}: missing '{key}'")
+    for ann in data["annotations"]:
+        ann.setdefault("iscrowd", 0)
+        if "area" not in ann:
+            ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def gt_as_predictions(gt: COCO, score: float = 1.0) -> list[dict[str, Any]]:
+    """The non-crowd ground truth as result records (RLE masks) — a perfect detector, for tests and sanity checks."""
+    out = []
+    for ann in gt.dataset["annotations"]:
+        if ann.get("iscrowd", 0):
+            continue
+        rec = {"image_id": ann["image_id"], "category_id": ann["category_id"],
+               "bbox": [float(v) for v in ann["bbox"]], "score": float(score)}
+        if "segmentation" in ann:
+            rle = gt.annToRLE(ann)
+            if isinstance(rle["counts"], bytes):
+                rle = {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
+            rec["segmentation"] = rle
+        out.append(rec)
+    return out
+
+
+def _check_predictions(gt: COCO, predictions: list[dict[str, Any]], iou_type: str) -> None:
+    img_ids = set(gt.getImgIds())
+    cat_ids = set(gt.getCatIds())
+    for i, p in enumerate(predictions):
+        for key in ("image_id", "category_id", "bbox", "score"):
+            if key not in p:
+                raise ValueError(f"prediction #{i}: missing field '{key}'")
+        if p["image_id"] not in img_ids:
+            raise ValueError(f"prediction #{i}: image_id {p['image_id']} is not in the ground truth")
+        if p["category_id"] not in cat_ids:
+            raise ValueError(f"prediction #{i}: category_id {p['category_id']} is not in the ground truth")
+        if iou_type == "segm" and "segmentation" not in p:
+            raise ValueError(f"prediction #{i}: missing field 'segmentation' (needed for mask AP)")
+
+
+def _clean(v: float) -> float | None:
+    return None if (v is None or math.isnan(v) or v < 0) else round(float(v) * 100.0, 4)
+
+
+def evaluate_predictions(gt: str | Path | dict[str, Any] | COCO, predictions: list[dict[str, Any]],
+                         tasks: tuple[str, ...] = ("box", "mask"), max_dets: int = 100) -> dict[str, Any]:
+    """COCO-evaluate ``predictions`` against ``gt``; returns flat ``{box_AP: .., mask_AP50: .., ...}`` in percent.
+
+    ``tasks`` is a subset of ``("box", "mask")``. With no predictions every AP/AR is 0.0 (a model that
+    detects nothing), not an error. ``num_predictions`` and ``num_gt_instances`` are included.
+    """
+    coco_gt = gt if isinstance(gt, COCO) else load_gt(gt)
+    out: dict[str, Any] = {
+        "num_predictions": len(predictions),
+        "num_gt_instances": sum(1 for a in coco_gt.dataset["annotations"] if not a.get("iscrowd", 0)),
+        "num_val_images": len(coco_gt.getImgIds()),
+    }
+    for task in tasks:
+        if task not in IOU_TYPES:
+            raise ValueError(f"unknown evaluation task {task!r}; expected one of {sorted(IOU_TYPES)}")
+        iou_type = IOU_TYPES[task]
+        if not predictions:
+            out.update({f"{task}_{n}": 0.0 for n in STAT_NAMES})
+            continue
+        _check_predictions(coco_gt, predictions, iou_type)
+        preds = copy.deepcopy(predictions)
+        if iou_type == "bbox":  # loadRes would take a polygon/RLE's extent for bbox otherwise
+            for p in preds:
+                p.pop("segmentation", None)
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = coco_gt.loadRes(preds)
+            ev = COCOeval(coco_gt, coco_dt, iou_type)
+            ev.params.maxDets = [1, 10, max_dets]
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        out.update({f"{task}_{n}": _clean(v) for n, v in zip(STAT_NAMES, ev.stats)})
+    return out
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """Binary ``H x W`` mask -> COCO RLE with a str ``counts`` (JSON-serialisable)."""
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}

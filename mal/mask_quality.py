@@ -1,0 +1,225 @@
+"""Mask quality of pseudo-labels against ground-truth masks (the paper's mIoU), plus two baselines.
+
+Pseudo-labels are produced by prompting with the GT boxes, so prediction and GT are matched by annotation
+id. Metrics (one dict per method, computed by the same code for the labeler and the baselines):
+
+- ``miou``: class-averaged mIoU = mean over categories of the per-category mean IoU (the paper's number);
+- ``miou_instance``: mean IoU over all evaluated instances;
+- ``miou_small/medium/large``: instance mIoU by GT mask area (< 32², < 96², >= 96²; ``None`` if empty);
+- ``per_class``: ``{name: {"miou": .., "count": ..}}``.
+
+Crowd GT annotations and GT annotations without a segmentation are not evaluated (counted).
+Baselines: the GT box as mask, and OpenCV GrabCut initialised from the box (on a 1.3x context window;
+failures or empty results fall back to the box mask and are counted).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from mal.coco_io import image_path, read_image
+from mal.masks import (
+    box_region,
+    box_rle,
+    decode_segmentation,
+    rle_area,
+    rle_from_region,
+    rle_iou,
+    segmentation_to_rle,
+)
+
+SMALL, MEDIUM = 32**2, 96**2
+
+
+def summarize(records: list[dict[str, Any]], cat_names: dict[int, str]) -> dict[str, Any]:
+    """Aggregate per-instance records ``{category_id, gt_area, iou}`` into the metric dict."""
+
+    def mean(vals: list[float]) -> float | None:
+        return float(np.mean(vals)) if vals else None
+
+    by_cat: dict[int, list[float]] = defaultdict(list)
+    for r in records:
+        by_cat[r["category_id"]].append(r["iou"])
+    per_class = {
+        cat_names.get(c, str(c)): {"miou": float(np.mean(v)), "count": len(v)} for c, v in sorted(by_cat.items())
+    }
+    ious = [r["iou"] for r in records]
+    return {
+        "miou": mean([float(np.mean(v)) for v in by_cat.values()]),
+        "miou_instance": mean(ious),
+        "miou_small": mean([r["iou"] for r in records if r["gt_area"] < SMALL]),
+        "miou_medium": mean([r["iou"] for r in records if SMALL <= r["gt_area"] < MEDIUM]),
+        "miou_large": mean([r["iou"] for r in records if r["gt_area"] >= MEDIUM]),
+        "num_instances": len(records),
+        "per_class": per_class,
+    }
+
+
+def grabcut_mask(
+    image: np.ndarray, box: list[float], iterations: int = 3, context: float = 1.3
+) -> tuple[np.ndarray | None, tuple[int, int, int, int]]:
+    """GrabCut initialised from ``box`` (xywh) on a ``context``-times window around it.
+
+    Returns ``(region_mask uint8, region)`` for the box region in image coordinates, or ``(None, region)``
+    when GrabCut fails or returns an empty mask (the caller falls back to the box mask).
+    """
+    h, w = image.shape[:2]
+    bx0, by0, bx1, by1 = box_region(box, w, h)
+    if bx1 <= bx0 or by1 <= by0:
+        return None, (bx0, by0, bx1, by1)
+    mx = max(int(round((bx1 - bx0) * (context - 1) / 2)), 2)
+    my = max(int(round((by1 - by0) * (context - 1) / 2)), 2)
+    wx0, wy0 = max(bx0 - mx, 0), max(by0 - my, 0)
+    wx1, wy1 = min(bx1 + mx, w), min(by1 + my, h)
+    win = np.ascontiguousarray(image[wy0:wy1, wx0:wx1, :3], dtype=np.uint8)
+    gc = np.zeros(win.shape[:2], np.uint8)
+    rect = (bx0 - wx0, by0 - wy0, bx1 - bx0, by1 - by0)
+    try:
+        cv2.grabCut(win, gc, rect, np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64),
+                    iterations, cv2.GC_INIT_WITH_RECT)
+    except cv2.error:
+        return None, (bx0, by0, bx1, by1)
+    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
+    fg = fg[by0 - wy0 : by1 - wy0, bx0 - wx0 : bx1 - wx0]
+    if not fg.any():
+        return None, (bx0, by0, bx1, by1)
+    return fg, (bx0, by0, bx1, by1)
+
+
+def _index(coco: dict[str, Any], where: str) -> tuple[dict[int, dict], dict[int, dict]]:
+    images = {int(im["id"]): im for im in coco.get("images", [])}
+    anns = {}
+    for a in coco.get("annotations", []):
+        if int(a["id"]) in anns:
+            raise ValueError(f"{where}: duplicate annotation id {a['id']}")
+        anns[int(a["id"])] = a
+    return images, anns
+
+
+def _save_png_atomic(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{path}: could not write PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def draw_overlay(image: np.ndarray, gt_masks: list[np.ndarray], pred_masks: list[np.ndarray]) -> np.ndarray:
+    """RGB image with GT outlines in green and pseudo-mask outlines in red (2x upscaled if small)."""
+    scale = 2 if max(image.shape[:2]) < 512 else 1
+    out = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) if scale > 1 else image.copy()
+    for masks, colour in ((gt_masks, (0, 255, 0)), (pred_masks, (255, 0, 0))):
+        for m in masks:
+            if scale > 1:
+                m = cv2.resize(m, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(out, contours, -1, colour, 1)
+    return out
+
+
+def evaluate_masks(
+    pred: dict[str, Any],
+    gt: dict[str, Any],
+    image_root: str | Path | None = None,
+    grabcut_iterations: int = 3,
+    baselines: tuple[str, ...] = ("box", "grabcut"),
+    overlay_dir: str | Path | None = None,
+    num_overlays: int = 0,
+    pred_name: str = "pseudo-labels",
+    gt_name: str = "ground truth",
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Compare pseudo-masks ``pred`` with ``gt`` (COCO dicts, matched by annotation id).
+
+    ``image_root`` (the GT JSON's directory) is needed for GrabCut and overlays. Every GT annotation is
+    either evaluated or counted under ``not_evaluated`` with a reason; a GT annotation missing from
+    ``pred`` is an error (pseudo-labelling must return every box).
+    """
+    gt_images, gt_anns = _index(gt, gt_name)
+    _, pred_anns = _index(pred, pred_name)
+    cat_names = {int(c["id"]): str(c["name"]) for c in gt.get("categories", [])}
+    need_image = "grabcut" in baselines or num_overlays > 0
+    if need_image and image_root is None:
+        raise ValueError("evaluate_masks: image_root is required for the grabcut baseline and overlays")
+
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for a in gt_anns.values():
+        by_image[int(a["image_id"])].append(a)
+    missing = [aid for aid in gt_anns if aid not in pred_anns]
+    if missing:
+        raise ValueError(f"{pred_name}: {len(missing)} GT annotations have no pseudo-label (ids {missing[:5]}...)")
+
+    records: dict[str, list[dict[str, Any]]] = {"labeler": [], **{b: [] for b in baselines}}
+    not_evaluated: dict[str, int] = defaultdict(int)
+    grabcut_fallbacks = 0
+    overlays_written = []
+    image_ids = sorted(by_image)
+    overlay_ids = set(image_ids[:: max(len(image_ids) // max(num_overlays, 1), 1)][:num_overlays])
+    for image_id in tqdm(image_ids, desc="mask quality", disable=not show_progress):
+        if image_id not in gt_images:
+            raise ValueError(f"{gt_name}: annotation(s) refer to unknown image_id {image_id}")
+        im = gt_images[image_id]
+        h, w = int(im["height"]), int(im["width"])
+        image = None
+        if need_image:
+            image = read_image(image_path(Path(image_root) / "_", im, image_root))
+            if image.shape[:2] != (h, w):
+                raise ValueError(f"{gt_name}: image id={image_id} is {image.shape[:2]} on disk, JSON says {(h, w)}")
+        ov_gt, ov_pred = [], []
+        for a in by_image[image_id]:
+            where = f"{gt_name}: annotation id={a['id']}"
+            if a.get("iscrowd", 0):
+                not_evaluated["crowd"] += 1
+                continue
+            if not a.get("segmentation"):
+                not_evaluated["no_gt_segmentation"] += 1
+                continue
+            g = segmentation_to_rle(a["segmentation"], h, w, where + " field 'segmentation'")
+            p_ann = pred_anns[int(a["id"])]
+            p = segmentation_to_rle(p_ann.get("segmentation"), h, w,
+                                    f"{pred_name}: annotation id={a['id']} field 'segmentation'")
+            area = rle_area(g)
+            base = {"id": int(a["id"]), "category_id": int(a["category_id"]), "gt_area": area}
+            records["labeler"].append({**base, "iou": rle_iou(p, g)})
+            if "box" in baselines:
+                records["box"].append({**base, "iou": rle_iou(box_rle(a["bbox"], h, w), g)})
+            if "grabcut" in baselines:
+                m, reg = grabcut_mask(image, a["bbox"], grabcut_iterations)
+                if m is None:
+                    grabcut_fallbacks += 1
+                    gc_rle = box_rle(a["bbox"], h, w)
+                else:
+                    gc_rle = rle_from_region(m, reg, h, w)
+                records["grabcut"].append({**base, "iou": rle_iou(gc_rle, g)})
+            if image_id in overlay_ids:
+                ov_gt.append(decode_segmentation(g, h, w))
+                ov_pred.append(decode_segmentation(p, h, w))
+        if image_id in overlay_ids and overlay_dir is not None and image is not None:
+            stem = Path(str(im["file_name"])).stem
+            out = Path(overlay_dir) / f"{image_id}_{stem}.png"
+            _save_png_atomic(out, draw_overlay(image, ov_gt, ov_pred))
+            overlays_written.append(str(out))
+
+    result = summarize(records["labeler"], cat_names)
+    result["baselines"] = {b: summarize(records[b], cat_names) for b in baselines}
+    if "grabcut" in baselines:
+        result["baselines"]["grabcut"]["fallbacks_to_box"] = grabcut_fallbacks
+        result["baselines"]["grabcut"]["iterations"] = grabcut_iterations
+    result["not_evaluated"] = dict(not_evaluated)
+    result["num_gt_annotations"] = len(gt_anns)
+    result["overlays"] = overlays_written
+    return result

@@ -1,0 +1,159 @@
+"""The Mask Auto-Labeler network (encoder + attention decoder), its checkpoints and input normalisation.
+
+Interface used by the pseudo-label stage (see notes/CONTRACT.md):
+``build_labeler(cfg)``, ``MaskLabeler.forward(images, box_areas)``, ``save_checkpoint``, ``load_labeler``,
+``normalize``, ``IMAGENET_MEAN`` / ``IMAGENET_STD``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mal.models.decoder import AttentionDecoder
+from mal.models.encoder import Encoder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+DEFAULT_CFG: dict[str, Any] = {
+    "encoder": "vit_tiny_patch16_224",  # any timm model name
+    "pretrained": False,  # false | timm hub tag (needs network) | local .safetensors/.pth/.npz path
+    "crop_size": 128,  # paper: 512
+    "mask_size": None,  # default crop_size // 4 (paper: 128)
+    "decoder_dim": 256,
+    "bucket_rescale": True,  # COCO size-bucket rescale of the grid (x0.5 / x1 / x2)
+    "drop_path_rate": 0.0,
+}
+
+
+def resolve_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """Fill defaults and validate a model cfg; returns a new plain dict (what checkpoints store)."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(DEFAULT_CFG))
+    if unknown:
+        raise ValueError(f"labeler model cfg: unknown keys {unknown} (known: {sorted(DEFAULT_CFG)})")
+    out = {**DEFAULT_CFG, **cfg}
+    out["crop_size"] = int(out["crop_size"])
+    if out["crop_size"] < 16:
+        raise ValueError(f"labeler model cfg: crop_size must be >= 16, got {out['crop_size']}")
+    out["mask_size"] = int(out["mask_size"] or out["crop_size"] // 4)
+    out["decoder_dim"] = int(out["decoder_dim"])
+    out["bucket_rescale"] = bool(out["bucket_rescale"])
+    out["drop_path_rate"] = float(out["drop_path_rate"])
+    return out
+
+
+class MaskLabeler(nn.Module):
+    """Box crop -> mask logits.
+
+    ``forward(images: B x 3 x S x S float (ImageNet-normalised), box_areas: B float (box area in original
+    image pixels)) -> logits B x 1 x M x M`` with ``M = mask_size`` (``S / 4`` by default).
+    """
+
+    def __init__(self, cfg: dict[str, Any]):
+        super().__init__()
+        self.cfg = resolve_cfg(cfg)
+        kwargs = {"drop_path_rate": self.cfg["drop_path_rate"]} if self.cfg["drop_path_rate"] > 0 else {}
+        self.encoder = Encoder(self.cfg["encoder"], self.cfg["crop_size"], self.cfg["pretrained"], **kwargs)
+        self.decoder = AttentionDecoder(
+            self.encoder.out_channels, self.cfg["mask_size"], self.cfg["decoder_dim"], self.cfg["bucket_rescale"]
+        )
+
+    def forward(self, images: torch.Tensor, box_areas: torch.Tensor | None = None) -> torch.Tensor:
+        s = self.cfg["crop_size"]
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (s, s):
+            raise ValueError(f"MaskLabeler expects B x 3 x {s} x {s} images, got {tuple(images.shape)}")
+        return self.decoder(self.encoder(images), box_areas)
+
+
+def build_labeler(cfg: dict[str, Any]) -> MaskLabeler:
+    """Build a labeler from ``params['labeler']['models'][<name>]`` (keys: see ``DEFAULT_CFG``)."""
+    return MaskLabeler(cfg)
+
+
+def normalize(batch_uint8_nhwc: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 ``B x H x W x 3`` (or ``H x W x 3``) RGB -> float32 ``B x 3 x H x W`` ImageNet-normalised."""
+    t = torch.as_tensor(batch_uint8_nhwc)
+    if t.ndim == 3:
+        t = t.unsqueeze(0)
+    if t.ndim != 4 or t.shape[-1] != 3:
+        raise ValueError(f"normalize expects B x H x W x 3 uint8, got shape {tuple(t.shape)}")
+    t = t.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
+    return (t - mean) / std
+
+
+def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    inner = module.module if hasattr(module, "module") else module  # unwrap DDP
+    return {k: v.detach().cpu() for k, v in inner.state_dict().items()}
+
+
+def save_checkpoint(
+    path: str | Path, student: nn.Module, teacher: nn.Module | None, cfg: dict[str, Any], extra: dict | None = None
+) -> None:
+    """Write ``{"student", "teacher", "cfg", "epoch", **extra}`` atomically (temp file + ``os.replace``).
+
+    ``extra`` must hold only what ``torch.load(weights_only=True)`` accepts (tensors, numbers, strings,
+    lists, tuples, dicts).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt: dict[str, Any] = {"epoch": 0, **(extra or {})}
+    ckpt["student"] = _plain_state(student)
+    ckpt["teacher"] = _plain_state(teacher) if teacher is not None else None
+    ckpt["cfg"] = resolve_cfg(cfg)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with a ``ValueError`` naming the path for missing/corrupt files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: labeler checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt/foreign file
+        raise ValueError(f"{path}: not a readable labeler checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or "cfg" not in ckpt or "student" not in ckpt:
+        raise ValueError(f"{path}: not a labeler checkpoint (needs keys 'student' and 'cfg')")
+    return ckpt
+
+
+def load_labeler(
+    path: str | Path, which: str = "student", map_location: str | torch.device = "cpu"
+) -> tuple[MaskLabeler, dict[str, Any]]:
+    """Load a trained labeler (eval mode) and its cfg. ``which``: "student" or "teacher".
+
+    The encoder is built without pretrained weights (they are in the checkpoint).
+    """
+    if which not in ("student", "teacher"):
+        raise ValueError(f"which must be 'student' or 'teacher', got {which!r}")
+    ckpt = read_checkpoint(path, map_location)
+    state = ckpt.get(which)
+    if state is None:
+        raise ValueError(f"{path}: checkpoint has no '{which}' weights")
+    cfg = resolve_cfg(ckpt["cfg"])
+    model = MaskLabeler({**cfg, "pretrained": False})
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: '{which}' weights do not match cfg {cfg['encoder']}: {e}") from e
+    model.cfg = cfg
+    model.to(map_location).eval()
+    return model, cfg

@@ -1,0 +1,406 @@
+"""Pseudo-masks for COCO boxes with a trained Mask Auto-Labeler.
+
+Per box (paper, "Pseudo-labels"): fixed symmetric 1.3x expansion -> crop + warp to ``S x S`` (wrap-around
+outside the image) -> ImageNet normalisation -> labeler forward (batched) -> sigmoid -> x box mask in the
+crop -> resample onto the expanded-box region of the image (clipped at the borders; never a full-image
+float map) -> restricted to the pixels the box touches -> threshold -> COCO RLE with string counts.
+
+Guarantees (see docs/pseudo_labels.md): every input annotation comes out, either with a mask or in the
+``skipped`` list with a reason. Each output annotation carries ``"mal": {"source": "labeler" |
+"box_fallback", "reason": ...}``; ``area`` is the mask area; crowd boxes keep ``iscrowd``.
+
+Sharding and merging live in :mod:`mal.pseudo_shards`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from mal.coco_io import image_path, read_image
+from mal.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed
+from mal.masks import box_region, box_rle, clip_box_xywh, empty_rle, paste_prob, rle_from_region
+
+WHICH = ("student", "teacher", "average")
+
+
+@dataclass
+class LabelOptions:
+    """Labelling options (``params.yaml`` section ``pseudo_label``)."""
+
+    threshold: float = 0.5  # on the pasted probability (paper: 0.1; demo value measured, docs/pseudo_labels.md)
+    expand: float = 1.3  # fixed context expansion (paper)
+    which: str = "student"  # student | teacher | average (of the two probability maps)
+    flip_tta: bool = False  # average with the horizontally flipped crop's prediction
+    batch_size: int = 32
+    num_workers: int = 0  # DataLoader workers reading + cropping images
+    min_box_side: float = 2.0  # boxes with w or h (after clipping) below this get the box mask
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    allow_skips: bool = True  # False: a missing image / unknown image id / invalid bbox is an error
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.which not in WHICH:
+            raise ValueError(f"which must be one of {WHICH}, got {self.which!r}")
+        if not 0.0 <= float(self.threshold) < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
+        if int(self.batch_size) < 1 or int(self.num_workers) < 0:
+            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}")
+        if float(self.expand) < 1.0:
+            raise ValueError(f"expand must be >= 1, got {self.expand}")
+
+    def identity(self) -> dict[str, Any]:
+        """The options that change the output (for the shard input hash)."""
+        d = asdict(self)
+        for k in ("batch_size", "num_workers", "device", "show_progress"):
+            d.pop(k)
+        return d
+
+
+class SkipError(ValueError):
+    """Raised instead of skipping when ``allow_skips`` is False."""
+
+
+# ----------------------------------------------------------------------------------------------- input
+
+
+def load_boxes(path: str | Path) -> dict[str, Any]:
+    """Read a COCO boxes file with clear errors (file, record id, field) for structural problems.
+
+    Per-annotation problems that the labeller can account for (unknown image id, invalid bbox) are left
+    to :func:`plan_annotations`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: boxes file not found")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: boxes file is empty (expected a COCO JSON with 'images' and 'annotations')")
+    try:
+        with path.open() as f:
+            coco = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(coco, dict):
+        raise ValueError(f"{path}: top level is {type(coco).__name__}, expected a COCO object")
+    for key in ("images", "annotations"):
+        if not isinstance(coco.get(key), list):
+            raise ValueError(f"{path}: missing or non-list field '{key}'")
+    seen: set[int] = set()
+    for i, im in enumerate(coco["images"]):
+        rid = im.get("id", f"#{i}") if isinstance(im, dict) else f"#{i}"
+        if not isinstance(im, dict):
+            raise ValueError(f"{path}: images[{i}] is not an object")
+        for k in ("id", "width", "height"):
+            v = im.get(k)
+            if not isinstance(v, int) or isinstance(v, bool) or (k != "id" and v <= 0):
+                raise ValueError(f"{path}: image id={rid}: field '{k}' missing or invalid ({v!r})")
+        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            raise ValueError(f"{path}: image id={rid}: field 'file_name' missing or not a string")
+        if im["id"] in seen:
+            raise ValueError(f"{path}: image id={rid}: duplicate image id")
+        seen.add(im["id"])
+    seen = set()
+    for i, a in enumerate(coco["annotations"]):
+        if not isinstance(a, dict):
+            raise ValueError(f"{path}: annotations[{i}] is not an object")
+        for k in ("id", "image_id"):
+            v = a.get(k)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{path}: annotation id={a.get('id', f'#{i}')}: field '{k}' missing or not an int")
+        if a["id"] in seen:
+            raise ValueError(f"{path}: annotation id={a['id']}: duplicate annotation id")
+        seen.add(a["id"])
+    return coco
+
+
+def _valid_bbox(b: Any) -> bool:
+    return (
+        isinstance(b, (list, tuple))
+        and len(b) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b)
+        and b[2] >= 0
+        and b[3] >= 0
+    )
+
+
+@dataclass
+class BoxPlan:
+    """What happens to one annotation: ``action`` in {"model", "fallback", "skip"}."""
+
+    ann_index: int
+    action: str
+    reason: str | None
+    box: list[float] | None  # clipped xywh
+    clipped: bool = False
+
+
+def plan_annotations(coco: dict[str, Any]) -> dict[int, list[BoxPlan]]:
+    """Decide per annotation, grouped by image id (skips of unknown image ids under their own image id)."""
+    images = {im["id"]: im for im in coco["images"]}
+    plans: dict[int, list[BoxPlan]] = {}
+    for i, a in enumerate(coco["annotations"]):
+        im = images.get(a["image_id"])
+        if im is None:
+            p = BoxPlan(i, "skip", "unknown_image_id", None)
+        elif not _valid_bbox(a.get("bbox")):
+            p = BoxPlan(i, "skip", "invalid_bbox", None)
+        else:
+            w, h = int(im["width"]), int(im["height"])
+            box = clip_box_xywh(a["bbox"], w, h)
+            clipped = [round(v, 6) for v in box] != [round(float(v), 6) for v in a["bbox"]]
+            x0, y0, x1, y1 = box_region(box, w, h)
+            if float(a["bbox"][2]) == 0 or float(a["bbox"][3]) == 0:
+                p = BoxPlan(i, "fallback", "zero_size", box, clipped)
+            elif x1 <= x0 or y1 <= y0 or box[2] <= 0 or box[3] <= 0:
+                p = BoxPlan(i, "fallback", "outside_image", box, clipped)
+            else:
+                p = BoxPlan(i, "model", None, box, clipped)
+        plans.setdefault(a["image_id"], []).append(p)
+    return plans
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+class _ImageCrops(torch.utils.data.Dataset):
+    """One item per image: the crops of its "model" boxes, or the reason the image cannot be used."""
+
+    def __init__(self, items: list[tuple[dict, list[BoxPlan]]], json_path: Path, image_root: Path | None,
+                 crop_size: int, expand: float):
+        self.items, self.json_path, self.image_root = items, json_path, image_root
+        self.crop_size, self.expand = crop_size, expand
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        im, plans = self.items[idx]
+        path = image_path(self.json_path, im, self.image_root)
+        want = (int(im["height"]), int(im["width"]))
+        model = [p for p in plans if p.action == "model"]
+        out: dict[str, Any] = {"idx": idx, "error": None, "crops": None, "windows": []}
+        try:
+            if model:
+                image = read_image(path)
+                size = image.shape[:2]
+            else:  # only fallbacks: check the file without decoding the pixels
+                if not path.is_file():
+                    raise ValueError(f"{path}: image file not found")
+                with Image.open(path) as pil:
+                    size = (pil.height, pil.width)
+        except (ValueError, OSError) as e:
+            out["error"] = ("missing_image" if not path.is_file() else "unreadable_image", str(e))
+            return out
+        if tuple(size) != want:
+            out["error"] = ("image_size_mismatch", f"{path}: image is {size[1]}x{size[0]}, JSON says "
+                            f"{want[1]}x{want[0]} (image id={im['id']})")
+            return out
+        if model:
+            windows = [expand_box_fixed(p.box, self.expand) for p in model]
+            out["crops"] = np.stack([crop_and_resize(image, win, self.crop_size) for win in windows])
+            out["windows"] = windows
+        return out
+
+
+def _first(batch: Any) -> Any:
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+class Predictor:
+    """Labeler(s) on a device: ``__call__(crops uint8 B x S x S x 3, box_areas B) -> probs B x M x M``."""
+
+    def __init__(self, checkpoint: str | Path, which: str = "student", flip_tta: bool = False,
+                 device: str = "auto"):
+        from mal.models.labeler import load_labeler
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        names = ["student", "teacher"] if which == "average" else [which]
+        self.models = [load_labeler(checkpoint, n, map_location=self.device)[0] for n in names]
+        self.cfg = self.models[0].cfg
+        self.crop_size, self.mask_size = int(self.cfg["crop_size"]), int(self.cfg["mask_size"])
+        self.flip_tta = flip_tta
+
+    @torch.inference_mode()
+    def __call__(self, crops: np.ndarray, box_areas: np.ndarray) -> np.ndarray:
+        from mal.models.labeler import normalize
+
+        x = normalize(torch.from_numpy(crops)).to(self.device, non_blocking=True)
+        areas = torch.as_tensor(box_areas, dtype=torch.float32, device=self.device)
+        inputs = [(x, False)] + ([(x.flip(-1), True)] if self.flip_tta else [])
+        total = None
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+            for model in self.models:
+                for inp, flipped in inputs:
+                    p = torch.sigmoid(model(inp, areas).float())
+                    p = p.flip(-1) if flipped else p
+                    total = p if total is None else total + p
+        probs = total / (len(self.models) * len(inputs))
+        return probs[:, 0].cpu().numpy()
+
+
+# ----------------------------------------------------------------------------------------------- label
+
+
+def _fallback_ann(ann: dict, plan: BoxPlan, h: int, w: int, reason: str) -> dict[str, Any]:
+    rle = empty_rle(h, w) if reason == "zero_size" else box_rle(plan.box, h, w)
+    return _with_mask(ann, plan, rle, "box_fallback", reason)
+
+
+def _with_mask(ann: dict, plan: BoxPlan, rle: dict, source: str, reason: str | None, area: int | None = None):
+    from mal.masks import rle_area
+
+    out = dict(ann)
+    out["segmentation"] = rle
+    out["area"] = float(rle_area(rle) if area is None else area)
+    if plan.clipped:
+        out["bbox"] = [float(v) for v in plan.box]
+    info: dict[str, Any] = {"source": source}
+    if reason:
+        info["reason"] = reason
+    if plan.clipped:
+        info["clipped_from"] = [float(v) for v in ann["bbox"]]
+    out["mal"] = info
+    return out
+
+
+def label_images(
+    coco: dict[str, Any],
+    json_path: str | Path,
+    predictor: Predictor | None,
+    options: LabelOptions,
+    image_ids: list[int] | None = None,
+    image_root: str | Path | None = None,
+    plans: dict[int, list[BoxPlan]] | None = None,
+) -> dict[str, Any]:
+    """Label the annotations of ``image_ids`` (default: all, incl. unknown image ids).
+
+    Returns ``{"annotations": {ann_id: labelled ann}, "skipped": [{annotation_id, image_id, reason,
+    detail}], "skipped_images": [{image_id, file_name, reason, detail}], "stats": {...}}``.
+    ``predictor`` may be None when no box needs the model. Raises :class:`SkipError` on the first skip
+    when ``options.allow_skips`` is False.
+    """
+    t0 = time.perf_counter()
+    plans = plan_annotations(coco) if plans is None else plans
+    images = {im["id"]: im for im in coco["images"]}
+    ids = list(plans) if image_ids is None else [i for i in image_ids if i in plans]
+    anns = coco["annotations"]
+    done: dict[int, dict] = {}
+    skipped: list[dict[str, Any]] = []
+    skipped_images: list[dict[str, Any]] = []
+    stats: Counter = Counter()
+
+    def skip(plan: BoxPlan, reason: str, detail: str) -> None:
+        a = anns[plan.ann_index]
+        if not options.allow_skips:
+            raise SkipError(f"{json_path}: annotation id={a['id']} (image_id={a['image_id']}): {reason}: {detail}")
+        skipped.append({"annotation_id": a["id"], "image_id": a["image_id"], "reason": reason, "detail": detail})
+        stats[f"skipped_{reason}"] += 1
+
+    items = []
+    for iid in ids:
+        if iid not in images:
+            for p in plans[iid]:
+                skip(p, p.reason or "unknown_image_id", f"image_id {iid} is not in 'images'")
+            continue
+        ok = []
+        for p in plans[iid]:
+            if p.action == "skip":
+                skip(p, p.reason or "invalid", f"bbox={anns[p.ann_index].get('bbox')!r}")
+            else:
+                ok.append(p)
+        if ok:
+            items.append((images[iid], ok))
+    n_model = sum(p.action == "model" for _, ps in items for p in ps)
+    if n_model and predictor is None:
+        raise ValueError("label_images: boxes need the labeler but no predictor was given")
+    crop_size = predictor.crop_size if predictor is not None else 0
+    ds = _ImageCrops(items, Path(json_path), Path(image_root) if image_root else None, crop_size, options.expand)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=options.num_workers,
+                                         collate_fn=_first)
+    pending: list[tuple[int, BoxPlan, np.ndarray, tuple]] = []  # (item idx, plan, crop, window)
+    model_seconds = 0.0
+
+    def flush() -> None:
+        nonlocal model_seconds
+        if not pending:
+            return
+        crops = np.stack([c for _, _, c, _ in pending])
+        areas = np.array([p.box[2] * p.box[3] for _, p, _, _ in pending], dtype=np.float32)
+        t = time.perf_counter()
+        probs = predictor(crops, areas)
+        model_seconds += time.perf_counter() - t
+        for (idx, plan, _, win), prob in zip(pending, probs, strict=True):
+            im = items[idx][0]
+            done[anns[plan.ann_index]["id"]] = _paste_one(anns[plan.ann_index], plan, prob, win, im, options)
+        pending.clear()
+
+    bar = tqdm(total=sum(len(ps) for _, ps in items), desc="pseudo-labels", unit="box",
+               disable=not options.show_progress)
+    for item in loader:
+        im, ps = items[item["idx"]]
+        h, w = int(im["height"]), int(im["width"])
+        if item["error"] is not None:
+            reason, detail = item["error"]
+            skipped_images.append({"image_id": im["id"], "file_name": im["file_name"], "reason": reason,
+                                   "detail": detail})
+            for p in ps:
+                skip(p, reason, detail)
+            bar.update(len(ps))
+            continue
+        model_plans = [p for p in ps if p.action == "model"]
+        for p in ps:
+            if p.action == "fallback":
+                done[anns[p.ann_index]["id"]] = _fallback_ann(anns[p.ann_index], p, h, w, p.reason)
+        for p, crop, win in zip(model_plans, item["crops"] if model_plans else [], item["windows"], strict=True):
+            pending.append((item["idx"], p, crop, win))
+            if len(pending) >= options.batch_size:
+                flush()
+        bar.update(len(ps))
+    flush()
+    bar.close()
+    for a in done.values():
+        stats[f"source_{a['mal']['source']}"] += 1
+        if "reason" in a["mal"]:
+            stats[f"fallback_{a['mal']['reason']}"] += 1
+        stats["clipped"] += int("clipped_from" in a["mal"])
+        stats["crowd"] += int(bool(a.get("iscrowd", 0)))
+    stats["boxes_in"] = sum(len(plans[i]) for i in ids)
+    stats["masks_out"] = len(done)
+    stats["model_boxes"] = n_model
+    stats["model_seconds"] = model_seconds
+    stats["seconds"] = time.perf_counter() - t0
+    return {"annotations": done, "skipped": skipped, "skipped_images": skipped_images, "stats": dict(stats)}
+
+
+def _paste_one(ann: dict, plan: BoxPlan, prob: np.ndarray, window: tuple, im: dict, options: LabelOptions):
+    """Crop-level probability ``M x M`` -> thresholded full-image RLE (box fallback when empty)."""
+    h, w = int(im["height"]), int(im["width"])
+    m = prob.shape[-1]
+    prob = prob * box_mask_in_crop(plan.box, window, m)
+    region_prob, (rx0, ry0, rx1, ry1) = paste_prob(prob, window, w, h)
+    bx0, by0, bx1, by1 = box_region(plan.box, w, h)  # keep only pixels the box touches
+    mask = np.zeros(region_prob.shape, dtype=bool)
+    ix0, iy0, ix1, iy1 = max(bx0, rx0), max(by0, ry0), min(bx1, rx1), min(by1, ry1)
+    if ix1 > ix0 and iy1 > iy0:
+        sub = region_prob[iy0 - ry0 : iy1 - ry0, ix0 - rx0 : ix1 - rx0]
+        mask[iy0 - ry0 : iy1 - ry0, ix0 - rx0 : ix1 - rx0] = sub > options.threshold
+    area = int(mask.sum())
+    if area == 0:
+        return _fallback_ann(ann, plan, h, w, "empty_prediction")
+    rle = rle_from_region(mask, (rx0, ry0, rx1, ry1), h, w)
+    return _with_mask(ann, plan, rle, "labeler", None, area)

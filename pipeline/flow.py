@@ -1,0 +1,207 @@
+"""Prefect flow running the DVC pipeline: one task per DVC stage, DVC stays the single cache.
+
+The flow reads the stage graph from DVC (:func:`pipeline.dag.load_dag`), submits one task per stage
+(matrix cells are separate tasks) that runs ``dvc repro --single-item <stage>`` once its upstream tasks
+completed, and returns which stages DVC ran, skipped (unchanged) or restored from its run-cache.
+GPU-heavy stages carry the tag ``mal-gpu`` (settable) so a Prefect tag concurrency limit
+(``prefect concurrency-limit create mal-gpu <n_gpus>``) caps them across all flow runs.
+
+Run locally (temporary Prefect server, no API URL needed)::
+
+    .venv/bin/python -m pipeline.flow                      # whole pipeline
+    .venv/bin/python -m pipeline.flow --targets prepare    # a stage and its upstream
+
+Tunables (read from the ``prefect:`` section of ``params_file``; defaults below when absent)::
+
+    prefect:
+      retries: 1                # per stage task
+      retry_delay_seconds: 30
+      gpu_tag: mal-gpu          # tag carrying the concurrency limit
+      gpu_stages: [train_labeler, pseudo_label, train_detector]
+      max_workers: 4            # thread pool of the flow (tasks waiting on the workspace lock included)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # loaded by path (Prefect entrypoint `pipeline/flow.py:mal_pipeline`)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import yaml  # noqa: E402
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_table_artifact  # noqa: E402
+from prefect.futures import wait  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+
+from pipeline.dag import DEFAULT_GPU_STAGES, is_gpu_stage, load_dag  # noqa: E402
+from pipeline.dvc_runner import StageResult, repro_lock, repro_stage, run_dvc  # noqa: E402
+
+DEFAULTS: dict[str, Any] = {
+    "retries": 1,
+    "retry_delay_seconds": 30,
+    "gpu_tag": "mal-gpu",
+    "gpu_stages": list(DEFAULT_GPU_STAGES),
+    "max_workers": 4,
+}
+
+
+def load_settings(params_path: Path) -> dict[str, Any]:
+    """``DEFAULTS`` overridden by the ``prefect:`` section of the params file (unknown keys rejected)."""
+    if not params_path.is_file():
+        raise FileNotFoundError(f"params file not found: {params_path}")
+    with open(params_path) as f:
+        params = yaml.safe_load(f) or {}
+    section = params.get("prefect") or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{params_path}: 'prefect' must be a mapping, got {type(section).__name__}")
+    unknown = set(section) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"{params_path}: unknown key(s) in 'prefect': {sorted(unknown)}")
+    return {**DEFAULTS, **section}
+
+
+def apply_profile(params_path: Path, repo: Path) -> bool:
+    """Make ``params_path`` the workspace's ``params.yaml`` (DVC reads params from there).
+
+    Returns True if ``params.yaml`` was replaced (atomically); a no-op when it is the same file or
+    already has the same content.
+    """
+    target = repo / "params.yaml"
+    if target.exists() and (
+        target.resolve() == params_path.resolve() or target.read_bytes() == params_path.read_bytes()
+    ):
+        return False
+    tmp = target.with_name(".params.yaml.tmp")
+    shutil.copyfile(params_path, tmp)
+    os.replace(tmp, target)
+    return True
+
+
+@task(name="dvc-stage")
+def dvc_stage(stage: str, repo_dir: str, force: bool = False, pull: bool = False, push: bool = False) -> dict:
+    """Reproduce one DVC stage (``dvc repro --single-item``), streaming DVC's output to the Prefect log.
+
+    With ``push`` the stage outputs and DVC's run-cache go to the default DVC remote afterwards, so
+    other workers' clones restore this stage instead of re-running it.
+    """
+    logger = get_run_logger()
+    result: StageResult = repro_stage(stage, repo_dir, log=logger.info, force=force, pull=pull)
+    if push:
+        with repro_lock(repo_dir):
+            run_dvc(["push", "--run-cache", stage], repo_dir, log=logger.info)
+    logger.info("stage %s: %s in %.1f s", stage, result.outcome, result.seconds)
+    return {"stage": result.stage, "outcome": result.outcome, "seconds": result.seconds}
+
+
+@flow(name="mal-pipeline", log_prints=True)
+def mal_pipeline(
+    params_file: str = "params.yaml",
+    targets: list[str] | None = None,
+    repo_dir: str = ".",
+    force: bool = False,
+    pull: bool = False,
+    push: bool = False,
+) -> dict[str, Any]:
+    """Run the MAL DVC pipeline (or ``targets`` + their upstream) as one Prefect task per DVC stage.
+
+    Args:
+        params_file: profile to run, relative to ``repo_dir``; copied over ``params.yaml`` if it is
+            another file (e.g. ``params/paper.yaml``). Its ``prefect:`` section sets retries/tags.
+        targets: DVC targets (stage, matrix group or ``stage@cell`` names); None = every stage.
+        repo_dir: the DVC workspace (a git clone with ``.dvc/``).
+        force: pass ``--force`` to every ``dvc repro``.
+        pull: ``dvc repro --pull`` (fetch missing deps/outs and run-cache entries from the DVC remote).
+        push: ``dvc push --run-cache <stage>`` after each stage (share results with other workers).
+
+    Returns:
+        ``{"stages": {stage: outcome}, "ran": [...], "skipped": [...], "restored": [...],
+        "seconds": {stage: s}, "dvc_status_clean": bool}``; raises if a stage failed.
+    """
+    logger = get_run_logger()
+    repo = Path(repo_dir).resolve()
+    params_path = (repo / params_file).resolve()
+    settings = load_settings(params_path)
+    if apply_profile(params_path, repo):
+        logger.info("params.yaml <- %s", params_path)
+    dag = load_dag(repo, targets)
+    if not dag.stages:
+        raise ValueError(f"{repo}: no DVC pipeline stages found for targets {targets}")
+    logger.info("%d stages: %s", len(dag.stages), ", ".join(dag.stages))
+
+    futures = {}
+    with ThreadPoolTaskRunner(max_workers=int(settings["max_workers"])) as runner:
+        for stage in dag.order:
+            tags = {"mal-dvc"}
+            if is_gpu_stage(stage, settings["gpu_stages"]):
+                tags.add(str(settings["gpu_tag"]))
+            configured = dvc_stage.with_options(
+                task_run_name=stage,
+                tags=tags,
+                retries=int(settings["retries"]),
+                retry_delay_seconds=float(settings["retry_delay_seconds"]),
+            )
+            futures[stage] = runner.submit(
+                configured,
+                parameters={"stage": stage, "repo_dir": str(repo), "force": force, "pull": pull, "push": push},
+                wait_for=[futures[u] for u in dag.upstream[stage]],
+            )
+        wait(list(futures.values()))
+
+    outcomes: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    failed: list[str] = []
+    for stage, fut in futures.items():
+        state = fut.state
+        if state.is_completed():
+            res = fut.result()
+            outcomes[stage], seconds[stage] = res["outcome"], res["seconds"]
+        else:
+            outcomes[stage] = state.name.lower()
+            failed.append(stage)
+
+    status_lines = run_dvc(["status", *(targets or [])], repo, log=logger.info) if not failed else []
+    clean = bool(status_lines) and any("up to date" in line for line in status_lines)
+    summary: dict[str, Any] = {
+        "stages": outcomes,
+        "ran": [s for s, o in outcomes.items() if o == "ran"],
+        "skipped": [s for s, o in outcomes.items() if o == "skipped"],
+        "restored": [s for s, o in outcomes.items() if o == "restored"],
+        "failed": failed,
+        "seconds": seconds,
+        "dvc_status_clean": clean,
+    }
+    create_table_artifact(
+        key="mal-pipeline-summary",
+        table=[{"stage": s, "outcome": o, "seconds": seconds.get(s)} for s, o in outcomes.items()],
+        description=f"DVC stages run by this flow run (dvc status clean: {clean})",
+    )
+    logger.info("summary: %s", {k: v for k, v in summary.items() if k != "seconds"})
+    if failed:
+        raise RuntimeError(f"DVC stage(s) failed or never ran: {failed}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Run the MAL DVC pipeline as a Prefect flow (local).")
+    ap.add_argument("--params-file", default="params.yaml")
+    ap.add_argument("--targets", nargs="*", default=None)
+    ap.add_argument("--repo-dir", default=".")
+    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--pull", action="store_true")
+    ap.add_argument("--push", action="store_true")
+    a = ap.parse_args(argv)
+    return mal_pipeline(
+        params_file=a.params_file, targets=a.targets or None, repo_dir=a.repo_dir,
+        force=a.force, pull=a.pull, push=a.push,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny synthetic dataset and a throw-away copy of the repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment for running the project's CLIs (dvc, prefect, python) from tests, offline."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(DVC_NO_ANALYTICS="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", MPLBACKEND="Agg")
+    env.update(extra)
+    return env
+
+
+def copy_repo(dest: Path) -> Path:
+    """Copy the tracked and untracked-but-not-ignored files of this repo to ``dest`` and commit them
+    in a fresh git repo: what a fresh clone of the working tree looks like (no data, no caches)."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    env = tool_env()
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True, env=env)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True, env=env)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True, env=env)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny prepared shapes set: 6 train / 3 val images of 96 px."""
+    from mal.datasets.shapes import build_shapes
+
+    out = tmp_path_factory.mktemp("shapes")
+    build_shapes(out, num_train=6, num_val=3, image_size=96, min_objects=2, max_objects=4, seed=1)
+    return out

@@ -1,0 +1,90 @@
+"""Stage `prepare`: dataset builders, their counts, determinism, and DVC caching of the stage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mal.coco_io import load_coco
+from mal.datasets.prepare import prepare
+from mal.params import load_params
+from tests.conftest import REPO, copy_repo, tool_env
+
+
+def _params(tmp_path: Path, dataset: str, **overrides) -> dict:
+    params = load_params(REPO / "params.yaml")
+    params["data"]["dataset"] = dataset
+    params["data"]["out_dir"] = str(tmp_path / "prepared")
+    params["data"].setdefault(dataset, {}).update(overrides)
+    return params
+
+
+def test_nuclei_counts_and_contiguous_split(tmp_path):
+    metrics = prepare(_params(tmp_path, "nuclei"), tmp_path / "prepare.json")
+    # 35 slices with >= 3 nuclei (z19..z53); first 70% (24 slices, z19..z42) train, z43..z53 validate.
+    assert (metrics["train"]["images"], metrics["train"]["boxes"]) == (24, 445)
+    assert (metrics["val"]["images"], metrics["val"]["boxes"]) == (11, 140)
+    assert metrics["train_z"] == [19, 42] and metrics["val_z"] == [43, 53]
+    train, _ = load_coco(tmp_path / "prepared" / "train_gt.json", check_images="decode")
+    boxes, _ = load_coco(tmp_path / "prepared" / "train_boxes.json")
+    assert all("segmentation" not in a for a in boxes["annotations"])
+    assert [a["bbox"] for a in boxes["annotations"]] == [a["bbox"] for a in train["annotations"]]
+    val, _ = load_coco(tmp_path / "prepared" / "val_gt.json")
+    assert not {i["z"] for i in train["images"]} & {i["z"] for i in val["images"]}
+    assert json.loads((tmp_path / "prepare.json").read_text()) == metrics
+
+
+def test_shapes_is_deterministic_and_valid(tmp_path):
+    outs = []
+    for run in ("a", "b"):
+        prepare(_params(tmp_path / run, "shapes", num_train=4, num_val=2, image_size=64), tmp_path / f"{run}.json")
+        outs.append(tmp_path / run / "prepared")
+    for rel in ["train_gt.json", "val_gt.json", "train_boxes.json", "images/train/00001.png", "images/val/00006.png"]:
+        assert (outs[0] / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel
+    coco, report = load_coco(outs[0] / "train_gt.json", check_images="decode", require_masks=True)
+    assert len(coco["images"]) == 4 and len(coco["annotations"]) >= 4 and not report.warnings
+    prepare(_params(tmp_path / "c", "shapes", num_train=4, num_val=2, image_size=64, seed=5), tmp_path / "c.json")
+    assert (tmp_path / "c/prepared/train_gt.json").read_bytes() != (outs[0] / "train_gt.json").read_bytes()
+
+
+def test_coco_dataset_is_referenced_and_validated(tmp_path, shapes_dir):
+    params = _params(tmp_path, "coco", train_json=str(shapes_dir / "train_gt.json"), train_images=str(shapes_dir),
+                     val_json=str(shapes_dir / "val_gt.json"), val_images=str(shapes_dir))
+    metrics = prepare(params, tmp_path / "m.json")
+    src = json.loads((shapes_dir / "train_gt.json").read_text())
+    assert metrics["train"]["boxes"] == len(src["annotations"])
+    out = json.loads((tmp_path / "prepared" / "train_boxes.json").read_text())
+    assert Path(out["images"][0]["file_name"]).is_absolute()  # referenced in place, not copied
+    assert not (tmp_path / "prepared" / "images").exists()
+    load_coco(tmp_path / "prepared" / "train_boxes.json", check_images="exists")
+
+
+def test_coco_dataset_needs_paths(tmp_path):
+    with pytest.raises(ValueError, match=r"data.coco.train_json"):
+        prepare(_params(tmp_path, "coco"), tmp_path / "m.json")
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"data.dataset = 'lvis2'; choose one of"):
+        prepare(_params(tmp_path, "lvis2"), tmp_path / "m.json")
+
+
+@pytest.mark.slow
+def test_dvc_repro_prepare_then_noop(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    env = tool_env()
+    run = lambda *cmd: subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, check=True)  # noqa: E731
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["dataset"] = "shapes"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    first = run("dvc", "repro", "prepare")
+    assert "Running stage 'prepare'" in first.stdout
+    second = run("dvc", "repro", "prepare")
+    assert "Running stage" not in second.stdout and "didn't change" in second.stdout
+    assert "up to date" in run("dvc", "status", "prepare").stdout
+    shown = run("dvc", "metrics", "show", "--json").stdout
+    assert '"train.boxes"' in shown or '"boxes"' in shown
