@@ -15,8 +15,10 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 install: .venv/.installed
 
+# make repro PROFILE=paper  -> switch params.yaml to profiles/paper.yaml first (see README)
 repro: install
-	.venv/bin/dvc repro
+	$(if $(PROFILE),$(PY) -m mal profile $(PROFILE),)
+	dvc repro
 
 test: install
 	$(PY) -m ruff check mal stages pipeline tests scripts

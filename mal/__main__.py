@@ -9,6 +9,7 @@ import sys
 COMMANDS = {
     "prepare": "mal.datasets.prepare",
     "label": "mal.label_cli",
+    "profile": "mal.profiles",
 }
 
 

@@ -49,7 +49,8 @@ def summarize(records: list[dict[str, Any]], cat_names: dict[int, str]) -> dict[
     for r in records:
         by_cat[r["category_id"]].append(r["iou"])
     per_class = {
-        cat_names.get(c, str(c)): {"miou": float(np.mean(v)), "count": len(v)} for c, v in sorted(by_cat.items())
+        cat_names.get(c, str(c)): {"miou": float(np.mean(v)), "count": len(v)}
+        for c, v in sorted(by_cat.items())
     }
     ious = [r["iou"] for r in records]
     return {
@@ -83,8 +84,15 @@ def grabcut_mask(
     gc = np.zeros(win.shape[:2], np.uint8)
     rect = (bx0 - wx0, by0 - wy0, bx1 - bx0, by1 - by0)
     try:
-        cv2.grabCut(win, gc, rect, np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64),
-                    iterations, cv2.GC_INIT_WITH_RECT)
+        cv2.grabCut(
+            win,
+            gc,
+            rect,
+            np.zeros((1, 65), np.float64),
+            np.zeros((1, 65), np.float64),
+            iterations,
+            cv2.GC_INIT_WITH_RECT,
+        )
     except cv2.error:
         return None, (bx0, by0, bx1, by1)
     fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
@@ -104,7 +112,7 @@ def _index(coco: dict[str, Any], where: str) -> tuple[dict[int, dict], dict[int,
     return images, anns
 
 
-def _save_png_atomic(path: Path, rgb: np.ndarray) -> None:
+def save_png_atomic(path: Path, rgb: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
     os.close(fd)
@@ -121,7 +129,11 @@ def _save_png_atomic(path: Path, rgb: np.ndarray) -> None:
 def draw_overlay(image: np.ndarray, gt_masks: list[np.ndarray], pred_masks: list[np.ndarray]) -> np.ndarray:
     """RGB image with GT outlines in green and pseudo-mask outlines in red (2x upscaled if small)."""
     scale = 2 if max(image.shape[:2]) < 512 else 1
-    out = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) if scale > 1 else image.copy()
+    out = (
+        cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        if scale > 1
+        else image.copy()
+    )
     for masks, colour in ((gt_masks, (0, 255, 0)), (pred_masks, (255, 0, 0))):
         for m in masks:
             if scale > 1:
@@ -161,7 +173,9 @@ def evaluate_masks(
         by_image[int(a["image_id"])].append(a)
     missing = [aid for aid in gt_anns if aid not in pred_anns]
     if missing:
-        raise ValueError(f"{pred_name}: {len(missing)} GT annotations have no pseudo-label (ids {missing[:5]}...)")
+        raise ValueError(
+            f"{pred_name}: {len(missing)} GT annotations have no pseudo-label (ids {missing[:5]}...)"
+        )
 
     records: dict[str, list[dict[str, Any]]] = {"labeler": [], **{b: [] for b in baselines}}
     not_evaluated: dict[str, int] = defaultdict(int)
@@ -178,7 +192,9 @@ def evaluate_masks(
         if need_image:
             image = read_image(image_path(Path(image_root) / "_", im, image_root))
             if image.shape[:2] != (h, w):
-                raise ValueError(f"{gt_name}: image id={image_id} is {image.shape[:2]} on disk, JSON says {(h, w)}")
+                raise ValueError(
+                    f"{gt_name}: image id={image_id} is {image.shape[:2]} on disk, JSON says {(h, w)}"
+                )
         ov_gt, ov_pred = [], []
         for a in by_image[image_id]:
             where = f"{gt_name}: annotation id={a['id']}"
@@ -190,8 +206,9 @@ def evaluate_masks(
                 continue
             g = segmentation_to_rle(a["segmentation"], h, w, where + " field 'segmentation'")
             p_ann = pred_anns[int(a["id"])]
-            p = segmentation_to_rle(p_ann.get("segmentation"), h, w,
-                                    f"{pred_name}: annotation id={a['id']} field 'segmentation'")
+            p = segmentation_to_rle(
+                p_ann.get("segmentation"), h, w, f"{pred_name}: annotation id={a['id']} field 'segmentation'"
+            )
             area = rle_area(g)
             base = {"id": int(a["id"]), "category_id": int(a["category_id"]), "gt_area": area}
             records["labeler"].append({**base, "iou": rle_iou(p, g)})
@@ -211,7 +228,7 @@ def evaluate_masks(
         if image_id in overlay_ids and overlay_dir is not None and image is not None:
             stem = Path(str(im["file_name"])).stem
             out = Path(overlay_dir) / f"{image_id}_{stem}.png"
-            _save_png_atomic(out, draw_overlay(image, ov_gt, ov_pred))
+            save_png_atomic(out, draw_overlay(image, ov_gt, ov_pred))
             overlays_written.append(str(out))
 
     result = summarize(records["labeler"], cat_names)

@@ -149,11 +149,14 @@ def box_rle(box: list[float] | tuple[float, ...], height: int, width: int) -> di
 
 def _to_compressed(rle: dict[str, Any]) -> dict[str, Any]:
     counts = rle["counts"]
-    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return {
+        "size": list(rle["size"]),
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
 
 
 def segmentation_to_rle(segm: Any, height: int, width: int, where: str = "segmentation") -> dict[str, Any]:
-    """Any COCO segmentation (polygon list, uncompressed RLE, compressed RLE) -> compressed RLE (bytes counts).
+    """Any COCO segmentation (polygon list, uncompressed or compressed RLE) -> compressed RLE (bytes counts).
 
     Raises ``ValueError`` naming ``where`` when the segmentation is malformed or has the wrong size.
     """
@@ -161,7 +164,9 @@ def segmentation_to_rle(segm: Any, height: int, width: int, where: str = "segmen
         if isinstance(segm, list):
             polys = [p for p in segm if isinstance(p, list) and len(p) >= 6]
             if not polys:
-                return mask_utils.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width)
+                return mask_utils.frPyObjects(
+                    {"size": [height, width], "counts": [height * width]}, height, width
+                )
             return mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
         if isinstance(segm, dict) and "counts" in segm and "size" in segm:
             if [int(v) for v in segm["size"]] != [height, width]:

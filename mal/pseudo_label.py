@@ -14,8 +14,6 @@ Sharding and merging live in :mod:`mal.pseudo_shards`.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -29,7 +27,18 @@ from tqdm import tqdm
 
 from mal.coco_io import image_path, read_image
 from mal.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed
-from mal.masks import box_region, box_rle, clip_box_xywh, empty_rle, paste_prob, rle_from_region
+from mal.masks import box_region, box_rle, empty_rle, paste_prob, rle_area, rle_from_region
+from mal.pseudo_input import BoxPlan, load_boxes, plan_annotations
+
+__all__ = [
+    "BoxPlan",
+    "LabelOptions",
+    "Predictor",
+    "SkipError",
+    "label_images",
+    "load_boxes",
+    "plan_annotations",
+]
 
 WHICH = ("student", "teacher", "average")
 
@@ -38,7 +47,9 @@ WHICH = ("student", "teacher", "average")
 class LabelOptions:
     """Labelling options (``params.yaml`` section ``pseudo_label``)."""
 
-    threshold: float = 0.5  # on the pasted probability (paper: 0.1; demo value measured, docs/pseudo_labels.md)
+    threshold: float = (
+        0.5  # on the pasted probability (paper: 0.1; demo value measured, docs/pseudo_labels.md)
+    )
     expand: float = 1.3  # fixed context expansion (paper)
     which: str = "student"  # student | teacher | average (of the two probability maps)
     flip_tta: bool = False  # average with the horizontally flipped crop's prediction
@@ -55,7 +66,9 @@ class LabelOptions:
         if not 0.0 <= float(self.threshold) < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
         if int(self.batch_size) < 1 or int(self.num_workers) < 0:
-            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}")
+            raise ValueError(
+                f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}"
+            )
         if float(self.expand) < 1.0:
             raise ValueError(f"expand must be >= 1, got {self.expand}")
 
@@ -71,112 +84,20 @@ class SkipError(ValueError):
     """Raised instead of skipping when ``allow_skips`` is False."""
 
 
-# ----------------------------------------------------------------------------------------------- input
-
-
-def load_boxes(path: str | Path) -> dict[str, Any]:
-    """Read a COCO boxes file with clear errors (file, record id, field) for structural problems.
-
-    Per-annotation problems that the labeller can account for (unknown image id, invalid bbox) are left
-    to :func:`plan_annotations`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: boxes file not found")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: boxes file is empty (expected a COCO JSON with 'images' and 'annotations')")
-    try:
-        with path.open() as f:
-            coco = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(coco, dict):
-        raise ValueError(f"{path}: top level is {type(coco).__name__}, expected a COCO object")
-    for key in ("images", "annotations"):
-        if not isinstance(coco.get(key), list):
-            raise ValueError(f"{path}: missing or non-list field '{key}'")
-    seen: set[int] = set()
-    for i, im in enumerate(coco["images"]):
-        rid = im.get("id", f"#{i}") if isinstance(im, dict) else f"#{i}"
-        if not isinstance(im, dict):
-            raise ValueError(f"{path}: images[{i}] is not an object")
-        for k in ("id", "width", "height"):
-            v = im.get(k)
-            if not isinstance(v, int) or isinstance(v, bool) or (k != "id" and v <= 0):
-                raise ValueError(f"{path}: image id={rid}: field '{k}' missing or invalid ({v!r})")
-        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
-            raise ValueError(f"{path}: image id={rid}: field 'file_name' missing or not a string")
-        if im["id"] in seen:
-            raise ValueError(f"{path}: image id={rid}: duplicate image id")
-        seen.add(im["id"])
-    seen = set()
-    for i, a in enumerate(coco["annotations"]):
-        if not isinstance(a, dict):
-            raise ValueError(f"{path}: annotations[{i}] is not an object")
-        for k in ("id", "image_id"):
-            v = a.get(k)
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise ValueError(f"{path}: annotation id={a.get('id', f'#{i}')}: field '{k}' missing or not an int")
-        if a["id"] in seen:
-            raise ValueError(f"{path}: annotation id={a['id']}: duplicate annotation id")
-        seen.add(a["id"])
-    return coco
-
-
-def _valid_bbox(b: Any) -> bool:
-    return (
-        isinstance(b, (list, tuple))
-        and len(b) == 4
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b)
-        and b[2] >= 0
-        and b[3] >= 0
-    )
-
-
-@dataclass
-class BoxPlan:
-    """What happens to one annotation: ``action`` in {"model", "fallback", "skip"}."""
-
-    ann_index: int
-    action: str
-    reason: str | None
-    box: list[float] | None  # clipped xywh
-    clipped: bool = False
-
-
-def plan_annotations(coco: dict[str, Any]) -> dict[int, list[BoxPlan]]:
-    """Decide per annotation, grouped by image id (skips of unknown image ids under their own image id)."""
-    images = {im["id"]: im for im in coco["images"]}
-    plans: dict[int, list[BoxPlan]] = {}
-    for i, a in enumerate(coco["annotations"]):
-        im = images.get(a["image_id"])
-        if im is None:
-            p = BoxPlan(i, "skip", "unknown_image_id", None)
-        elif not _valid_bbox(a.get("bbox")):
-            p = BoxPlan(i, "skip", "invalid_bbox", None)
-        else:
-            w, h = int(im["width"]), int(im["height"])
-            box = clip_box_xywh(a["bbox"], w, h)
-            clipped = [round(v, 6) for v in box] != [round(float(v), 6) for v in a["bbox"]]
-            x0, y0, x1, y1 = box_region(box, w, h)
-            if float(a["bbox"][2]) == 0 or float(a["bbox"][3]) == 0:
-                p = BoxPlan(i, "fallback", "zero_size", box, clipped)
-            elif x1 <= x0 or y1 <= y0 or box[2] <= 0 or box[3] <= 0:
-                p = BoxPlan(i, "fallback", "outside_image", box, clipped)
-            else:
-                p = BoxPlan(i, "model", None, box, clipped)
-        plans.setdefault(a["image_id"], []).append(p)
-    return plans
-
-
 # ----------------------------------------------------------------------------------------------- data
 
 
 class _ImageCrops(torch.utils.data.Dataset):
     """One item per image: the crops of its "model" boxes, or the reason the image cannot be used."""
 
-    def __init__(self, items: list[tuple[dict, list[BoxPlan]]], json_path: Path, image_root: Path | None,
-                 crop_size: int, expand: float):
+    def __init__(
+        self,
+        items: list[tuple[dict, list[BoxPlan]]],
+        json_path: Path,
+        image_root: Path | None,
+        crop_size: int,
+        expand: float,
+    ):
         self.items, self.json_path, self.image_root = items, json_path, image_root
         self.crop_size, self.expand = crop_size, expand
 
@@ -202,8 +123,10 @@ class _ImageCrops(torch.utils.data.Dataset):
             out["error"] = ("missing_image" if not path.is_file() else "unreadable_image", str(e))
             return out
         if tuple(size) != want:
-            out["error"] = ("image_size_mismatch", f"{path}: image is {size[1]}x{size[0]}, JSON says "
-                            f"{want[1]}x{want[0]} (image id={im['id']})")
+            out["error"] = (
+                "image_size_mismatch",
+                f"{path}: image is {size[1]}x{size[0]}, JSON says {want[1]}x{want[0]} (image id={im['id']})",
+            )
             return out
         if model:
             windows = [expand_box_fixed(p.box, self.expand) for p in model]
@@ -222,8 +145,9 @@ def _first(batch: Any) -> Any:
 class Predictor:
     """Labeler(s) on a device: ``__call__(crops uint8 B x S x S x 3, box_areas B) -> probs B x M x M``."""
 
-    def __init__(self, checkpoint: str | Path, which: str = "student", flip_tta: bool = False,
-                 device: str = "auto"):
+    def __init__(
+        self, checkpoint: str | Path, which: str = "student", flip_tta: bool = False, device: str = "auto"
+    ):
         from mal.models.labeler import load_labeler
 
         if device == "auto":
@@ -257,13 +181,11 @@ class Predictor:
 
 
 def _fallback_ann(ann: dict, plan: BoxPlan, h: int, w: int, reason: str) -> dict[str, Any]:
-    rle = empty_rle(h, w) if reason == "zero_size" else box_rle(plan.box, h, w)
+    rle = empty_rle(h, w) if reason in ("zero_size", "outside_image") else box_rle(plan.box, h, w)
     return _with_mask(ann, plan, rle, "box_fallback", reason)
 
 
 def _with_mask(ann: dict, plan: BoxPlan, rle: dict, source: str, reason: str | None, area: int | None = None):
-    from mal.masks import rle_area
-
     out = dict(ann)
     out["segmentation"] = rle
     out["area"] = float(rle_area(rle) if area is None else area)
@@ -295,7 +217,7 @@ def label_images(
     when ``options.allow_skips`` is False.
     """
     t0 = time.perf_counter()
-    plans = plan_annotations(coco) if plans is None else plans
+    plans = plan_annotations(coco, options.min_box_side) if plans is None else plans
     images = {im["id"]: im for im in coco["images"]}
     ids = list(plans) if image_ids is None else [i for i in image_ids if i in plans]
     anns = coco["annotations"]
@@ -307,8 +229,12 @@ def label_images(
     def skip(plan: BoxPlan, reason: str, detail: str) -> None:
         a = anns[plan.ann_index]
         if not options.allow_skips:
-            raise SkipError(f"{json_path}: annotation id={a['id']} (image_id={a['image_id']}): {reason}: {detail}")
-        skipped.append({"annotation_id": a["id"], "image_id": a["image_id"], "reason": reason, "detail": detail})
+            raise SkipError(
+                f"{json_path}: annotation id={a['id']} (image_id={a['image_id']}): {reason}: {detail}"
+            )
+        skipped.append(
+            {"annotation_id": a["id"], "image_id": a["image_id"], "reason": reason, "detail": detail}
+        )
         stats[f"skipped_{reason}"] += 1
 
     items = []
@@ -329,9 +255,12 @@ def label_images(
     if n_model and predictor is None:
         raise ValueError("label_images: boxes need the labeler but no predictor was given")
     crop_size = predictor.crop_size if predictor is not None else 0
-    ds = _ImageCrops(items, Path(json_path), Path(image_root) if image_root else None, crop_size, options.expand)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=options.num_workers,
-                                         collate_fn=_first)
+    ds = _ImageCrops(
+        items, Path(json_path), Path(image_root) if image_root else None, crop_size, options.expand
+    )
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, shuffle=False, num_workers=options.num_workers, collate_fn=_first
+    )
     pending: list[tuple[int, BoxPlan, np.ndarray, tuple]] = []  # (item idx, plan, crop, window)
     model_seconds = 0.0
 
@@ -349,15 +278,20 @@ def label_images(
             done[anns[plan.ann_index]["id"]] = _paste_one(anns[plan.ann_index], plan, prob, win, im, options)
         pending.clear()
 
-    bar = tqdm(total=sum(len(ps) for _, ps in items), desc="pseudo-labels", unit="box",
-               disable=not options.show_progress)
+    bar = tqdm(
+        total=sum(len(ps) for _, ps in items),
+        desc="pseudo-labels",
+        unit="box",
+        disable=not options.show_progress,
+    )
     for item in loader:
         im, ps = items[item["idx"]]
         h, w = int(im["height"]), int(im["width"])
         if item["error"] is not None:
             reason, detail = item["error"]
-            skipped_images.append({"image_id": im["id"], "file_name": im["file_name"], "reason": reason,
-                                   "detail": detail})
+            skipped_images.append(
+                {"image_id": im["id"], "file_name": im["file_name"], "reason": reason, "detail": detail}
+            )
             for p in ps:
                 skip(p, reason, detail)
             bar.update(len(ps))
@@ -366,7 +300,9 @@ def label_images(
         for p in ps:
             if p.action == "fallback":
                 done[anns[p.ann_index]["id"]] = _fallback_ann(anns[p.ann_index], p, h, w, p.reason)
-        for p, crop, win in zip(model_plans, item["crops"] if model_plans else [], item["windows"], strict=True):
+        for p, crop, win in zip(
+            model_plans, item["crops"] if model_plans else [], item["windows"], strict=True
+        ):
             pending.append((item["idx"], p, crop, win))
             if len(pending) >= options.batch_size:
                 flush()

@@ -68,6 +68,16 @@ def is_gpu_stage(stage: str, gpu_stages: Iterable[str] = DEFAULT_GPU_STAGES) -> 
     return base_name(stage) in set(gpu_stages)
 
 
+def stage_address(stage) -> str:
+    """DVC's ``addressing`` of a pipeline stage relative to the repo root, not the process cwd.
+
+    ``name`` for the root ``dvc.yaml`` (matrix cells: ``name@v1-v2``), ``sub/dvc.yaml:name`` otherwise:
+    what ``dvc repro`` accepts when run from the repo root.
+    """
+    rel = stage.path_in_repo.replace(os.sep, "/")
+    return stage.name if rel == "dvc.yaml" else f"{rel}:{stage.name}"
+
+
 def load_dag(repo_dir: str | os.PathLike = ".", targets: Sequence[str] | None = None) -> StageDag:
     """Read the pipeline graph of the DVC repo at ``repo_dir`` through DVC's own index.
 
@@ -103,7 +113,7 @@ def load_dag(repo_dir: str | os.PathLike = ".", targets: Sequence[str] | None = 
         pipeline = [n for n in nodes if isinstance(n, PipelineStage)]
         keep = set(pipeline)
         upstream = {
-            s.addressing: tuple(sorted(d.addressing for d in graph.successors(s) if d in keep))
+            stage_address(s): tuple(sorted(stage_address(d) for d in graph.successors(s) if d in keep))
             for s in pipeline
         }
     finally:

@@ -18,11 +18,11 @@ Tunables (read from the ``prefect:`` section of ``params_file``; defaults below 
       retry_delay_seconds: 30
       gpu_tag: mal-gpu          # tag carrying the concurrency limit
       gpu_stages: [train_labeler, pseudo_label, train_detector]
-      max_workers: 4            # thread pool of the flow (tasks waiting on the workspace lock included)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -36,7 +36,6 @@ import yaml  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
 from prefect.futures import wait  # noqa: E402
-from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from pipeline.dag import DEFAULT_GPU_STAGES, is_gpu_stage, load_dag  # noqa: E402
 from pipeline.dvc_runner import StageResult, repro_lock, repro_stage, run_dvc  # noqa: E402
@@ -46,7 +45,6 @@ DEFAULTS: dict[str, Any] = {
     "retry_delay_seconds": 30,
     "gpu_tag": "mal-gpu",
     "gpu_stages": list(DEFAULT_GPU_STAGES),
-    "max_workers": 4,
 }
 
 
@@ -134,23 +132,21 @@ def mal_pipeline(
     logger.info("%d stages: %s", len(dag.stages), ", ".join(dag.stages))
 
     futures = {}
-    with ThreadPoolTaskRunner(max_workers=int(settings["max_workers"])) as runner:
-        for stage in dag.order:
-            tags = {"mal-dvc"}
-            if is_gpu_stage(stage, settings["gpu_stages"]):
-                tags.add(str(settings["gpu_tag"]))
-            configured = dvc_stage.with_options(
-                task_run_name=stage,
-                tags=tags,
-                retries=int(settings["retries"]),
-                retry_delay_seconds=float(settings["retry_delay_seconds"]),
-            )
-            futures[stage] = runner.submit(
-                configured,
-                parameters={"stage": stage, "repo_dir": str(repo), "force": force, "pull": pull, "push": push},
-                wait_for=[futures[u] for u in dag.upstream[stage]],
-            )
-        wait(list(futures.values()))
+    for stage in dag.order:
+        tags = {"mal-dvc"}
+        if is_gpu_stage(stage, settings["gpu_stages"]):
+            tags.add(str(settings["gpu_tag"]))
+        configured = dvc_stage.with_options(
+            task_run_name=stage,
+            tags=tags,
+            retries=int(settings["retries"]),
+            retry_delay_seconds=float(settings["retry_delay_seconds"]),
+        )
+        futures[stage] = configured.submit(
+            stage=stage, repo_dir=str(repo), force=force, pull=pull, push=push,
+            wait_for=[futures[u] for u in dag.upstream[stage]],
+        )
+    wait(list(futures.values()))
 
     outcomes: dict[str, str] = {}
     seconds: dict[str, float] = {}
@@ -164,8 +160,11 @@ def mal_pipeline(
             outcomes[stage] = state.name.lower()
             failed.append(stage)
 
-    status_lines = run_dvc(["status", *(targets or [])], repo, log=logger.info) if not failed else []
-    clean = bool(status_lines) and any("up to date" in line for line in status_lines)
+    clean = False
+    if not failed:
+        status = run_dvc(["status", "--json", *(["--with-deps", *targets] if targets else [])], repo,
+                         log=logger.info)
+        clean = json.loads(status[-1]) == {} if status else False
     summary: dict[str, Any] = {
         "stages": outcomes,
         "ran": [s for s, o in outcomes.items() if o == "ran"],

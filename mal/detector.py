@@ -1,0 +1,346 @@
+"""Phase 2: Detectron2 Mask R-CNN / Cascade Mask R-CNN trained on (pseudo or human) masks.
+
+The only module of the project that imports detectron2 (installed by ``scripts/install_detectron2.sh``). It plugs
+in through detectron2's own registries: datasets via ``register_coco_instances`` (image_root = the JSON's
+directory, per the data contract), models via model-zoo yaml configs, training via a small ``DefaultTrainer``
+subclass (resume, periodic checkpoints, ``CommonMetricPrinter`` progress/ETA log), multi-GPU via
+``detectron2.engine.launch``. Evaluation: :func:`predict` returns COCO result records scored by
+:mod:`mal.coco_eval` (pycocotools, the slow reference implementation, i.e. ``use_fast_impl=False``).
+
+Detectors (:data:`DETECTORS`): the paper profile (``*_FPN_3x``: model-zoo 3x schedule, ImageNet-pretrained
+backbone from ``params.detector.paper.weights`` — a path or URL) and the CPU demo profile (``*_R18_demo``:
+ResNet-18 + GroupNorm from scratch at small input size, narrow heads, AdamW; DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from detectron2 import model_zoo
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.data.datasets import register_coco_instances
+from detectron2.engine import DefaultTrainer, hooks, launch
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.modeling import build_model
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A detector checkpoint that is missing, corrupt or does not fit the model; the message names the path."""
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A named detector: model-zoo yaml, profile (``demo`` | ``paper``) and backbone key for pretrained weights."""
+
+    zoo_config: str
+    profile: str
+    backbone: str
+
+
+DETECTORS: dict[str, DetectorSpec] = {
+    "mask_rcnn_R18_demo": DetectorSpec("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml", "demo", "R18"),
+    "cascade_R18_demo": DetectorSpec("Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml", "demo", "R18"),
+    "mask_rcnn_R50_FPN_3x": DetectorSpec("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml", "paper", "R50"),
+    "mask_rcnn_R101_FPN_3x": DetectorSpec("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml", "paper", "R101"),
+    "mask_rcnn_X101_FPN_3x": DetectorSpec(
+        "COCO-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_3x.yaml", "paper", "X101"),
+    "cascade_mask_rcnn_R50_FPN_3x": DetectorSpec("Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml", "paper", "R50"),
+}
+
+
+def get_spec(name: str) -> DetectorSpec:
+    if name not in DETECTORS:
+        raise KeyError(f"unknown detector {name!r}; known: {', '.join(sorted(DETECTORS))}")
+    return DETECTORS[name]
+
+
+# ---------------------------------------------------------------- datasets
+def register_json(json_path: str | Path) -> str:
+    """Register a COCO JSON with DatasetCatalog/MetadataCatalog (idempotent); returns the dataset name.
+
+    image_root is the JSON's directory (file_name is relative to it, or absolute). The name is derived from the
+    absolute path, so the same file always gets the same name in every process.
+    """
+    path = Path(json_path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: COCO JSON not found")
+    name = f"mal_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    if name not in DatasetCatalog.list():
+        register_coco_instances(name, {}, str(path), str(path.parent))
+    return name
+
+
+def num_classes(json_path: str | Path) -> int:
+    """Number of categories in a COCO JSON (the detector's NUM_CLASSES)."""
+    import json
+
+    with open(json_path) as f:
+        cats = json.load(f).get("categories", [])
+    if not cats:
+        raise ValueError(f"{json_path}: no 'categories'")
+    return len(cats)
+
+
+# ---------------------------------------------------------------- configs
+def base_cfg() -> CfgNode:
+    """detectron2's default config plus this project's extra keys (needed to re-read a saved config.yaml)."""
+    cfg = get_cfg()
+    cfg.SOLVER.OPTIMIZER = "SGD"  # SGD | ADAMW (see MalTrainer.build_optimizer)
+    return cfg
+
+
+def load_cfg(path: str | Path) -> CfgNode:
+    """Read a config.yaml written by :func:`train`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: detector config not found (train the detector first)")
+    cfg = base_cfg()
+    cfg.merge_from_file(str(path))
+    return cfg
+
+
+def _apply_demo(cfg: CfgNode, demo: dict[str, Any]) -> None:
+    """The CPU demo variant: R18 + GN from scratch, small input, narrow heads, AdamW (DESIGN §4)."""
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
+    cfg.MODEL.RESNETS.DEPTH = int(demo["depth"])
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if int(demo["depth"]) in (18, 34) else 256
+    cfg.MODEL.RESNETS.NORM = "GN"
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    cfg.MODEL.FPN.NORM = "GN"
+    cfg.MODEL.FPN.OUT_CHANNELS = int(demo["fpn_channels"])
+    cfg.MODEL.PIXEL_STD = [57.375, 57.120, 58.395]  # from scratch: normalise like the zoo's scratch GN configs
+    lo, n = float(demo["anchor_min"]), len(cfg.MODEL.ANCHOR_GENERATOR.SIZES)
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[lo * 2**i] for i in range(n)]
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = int(demo["box_fc_dim"])
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = int(demo["mask_conv_dim"])
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = int(demo["rois_per_image"])
+    size = int(demo["input_size"])
+    cfg.INPUT.MIN_SIZE_TRAIN = (size,)
+    cfg.INPUT.MAX_SIZE_TRAIN = size
+    cfg.INPUT.MIN_SIZE_TEST = size
+    cfg.INPUT.MAX_SIZE_TEST = size
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+
+
+def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Path,
+              params: dict[str, Any]) -> CfgNode:
+    """A detectron2 config for ``detector`` trained on ``train_json`` (``params`` = params.yaml ``detector:``).
+
+    Schedule keys come from ``params['train']`` updated by ``params['models'][detector]`` (a missing or null
+    key keeps the model-zoo 3x value). Demo detectors take ``params['demo_arch']``; paper detectors take the
+    ImageNet backbone from ``params['pretrained'][backbone]`` (path or URL; null keeps the zoo's
+    ``detectron2://ImageNetPretrained/...``). ``opts`` (flat ``{KEY: value}`` detectron2 options, global then
+    per model) are applied last.
+    """
+    spec = get_spec(detector)
+    model_over = dict((params.get("models") or {}).get(detector) or {})
+    opts = {**(params.get("opts") or {}), **(model_over.pop("opts", None) or {})}
+    sched = {**(params.get("train") or {}), **model_over}
+    cfg = base_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file(spec.zoo_config))
+    if spec.profile == "demo":
+        _apply_demo(cfg, params["demo_arch"])
+    else:
+        weights = (params.get("pretrained") or {}).get(spec.backbone)
+        if weights:
+            cfg.MODEL.WEIGHTS = str(weights)
+    if sched.get("weight_decay") is not None:
+        cfg.SOLVER.WEIGHT_DECAY = float(sched["weight_decay"])
+    if sched.get("optimizer") is not None:
+        cfg.SOLVER.OPTIMIZER = str(sched["optimizer"]).upper()
+    for key, cfg_key in (("max_iter", "MAX_ITER"), ("ims_per_batch", "IMS_PER_BATCH"), ("base_lr", "BASE_LR"),
+                         ("warmup_iters", "WARMUP_ITERS"), ("checkpoint_period", "CHECKPOINT_PERIOD"),
+                         ("lr_scheduler", "LR_SCHEDULER_NAME")):
+        if sched.get(key) is not None:
+            setattr(cfg.SOLVER, cfg_key, type(getattr(cfg.SOLVER, cfg_key))(sched[key]))
+    if sched.get("steps") is not None:  # fractions of max_iter
+        cfg.SOLVER.STEPS = tuple(int(f * cfg.SOLVER.MAX_ITER) for f in sched["steps"])
+    cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.MAX_ITER)
+    cfg.SOLVER.CHECKPOINT_PERIOD = min(cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.MAX_ITER)
+    cfg.INPUT.MASK_FORMAT = "bitmask"  # handles polygons and RLE (pseudo-labels are RLE)
+    cfg.DATALOADER.NUM_WORKERS = int(params.get("num_workers", 0))
+    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg.SEED = int(params.get("seed", 0))
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.DATASETS.TEST = ()
+    cfg.TEST.DETECTIONS_PER_IMAGE = int(params.get("detections_per_image", 100))
+    if train_json is not None:
+        cfg.DATASETS.TRAIN = (register_json(train_json),)
+        cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes(train_json)
+    cfg.OUTPUT_DIR = str(output_dir)
+    if opts:
+        cfg.merge_from_list([x for kv in opts.items() for x in (kv[0], str(kv[1]))])
+    return cfg
+
+
+# ---------------------------------------------------------------- training
+class MalTrainer(DefaultTrainer):
+    """DefaultTrainer with AdamW, a console/JSON-lines progress log (ETA) and one rolling checkpoint."""
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
+        if cfg.SOLVER.OPTIMIZER.upper() == "ADAMW":
+            groups = get_default_optimizer_params(
+                model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+                bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR, weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS)
+            opt = torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+            return maybe_add_gradient_clipping(cfg, opt)
+        if cfg.SOLVER.OPTIMIZER.upper() != "SGD":
+            raise ValueError(f"SOLVER.OPTIMIZER must be SGD or ADAMW, got {cfg.SOLVER.OPTIMIZER!r}")
+        return super().build_optimizer(cfg, model)
+
+    def build_hooks(self) -> list:
+        ret = super().build_hooks()
+        for h in ret:
+            if isinstance(h, hooks.PeriodicCheckpointer):
+                h.max_to_keep = 1  # resume needs only the latest; keeps the work dir small
+        return ret
+
+    def build_writers(self) -> list:
+        return [CommonMetricPrinter(self.max_iter),
+                JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
+
+
+def _train_worker(cfg: CfgNode, dataset_jsons: list[str], resume: bool, num_threads: int) -> None:
+    """Body of one training process (also run by each GPU process under ``launch``)."""
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    for j in dataset_jsons:
+        register_json(j)
+    seed_all_rng(cfg.SEED + comm.get_rank())
+    if comm.is_main_process():
+        from detectron2.utils.logger import setup_logger
+
+        setup_logger(cfg.OUTPUT_DIR, name="detectron2")
+    trainer = MalTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+
+
+def _cfg_fingerprint(cfg: CfgNode) -> str:
+    c = copy.deepcopy(cfg)
+    c.defrost()
+    c.OUTPUT_DIR = ""
+    return hashlib.sha1(c.dump().encode()).hexdigest()
+
+
+def train(cfg: CfgNode, train_json: str | Path, work_dir: str | Path, num_gpus: int = 1,
+          num_machines: int = 1, machine_rank: int = 0, dist_url: str = "auto",
+          num_threads: int = 0, resume: bool = True) -> dict[str, Any]:
+    """Train in ``work_dir`` (checkpoints, log.txt, metrics.json); returns ``{iterations, train_time_s, ...}``.
+
+    With ``resume`` and an existing run of the *same* config in ``work_dir`` (fingerprint match), training
+    continues from its last checkpoint; a run with a different config is discarded. ``num_gpus > 1`` spawns
+    one process per GPU through ``detectron2.engine.launch``.
+    """
+    work = Path(work_dir)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.OUTPUT_DIR = str(work)
+    fp = _cfg_fingerprint(cfg)
+    fp_file = work / "config.sha1"
+    if work.exists() and (not resume or not fp_file.is_file() or fp_file.read_text().strip() != fp):
+        for f in work.glob("*"):
+            if f.is_file():
+                f.unlink()
+    work.mkdir(parents=True, exist_ok=True)
+    fp_file.write_text(fp + "\n")
+    (work / "config.yaml").write_text(cfg.dump())
+    start_iter = 0
+    last = work / "last_checkpoint"
+    if resume and last.is_file():
+        ckpt = check_checkpoint(work / last.read_text().strip())
+        start_iter = int(ckpt.get("iteration", -1)) + 1
+    t0 = time.perf_counter()
+    if num_gpus > 1 or num_machines > 1:
+        launch(_train_worker, num_gpus, num_machines=num_machines, machine_rank=machine_rank,
+               dist_url=dist_url, args=(cfg, [str(train_json)], resume, num_threads))
+    else:
+        _train_worker(cfg, [str(train_json)], resume, num_threads)
+    dt = time.perf_counter() - t0
+    done = cfg.SOLVER.MAX_ITER - start_iter
+    return {"iterations": int(cfg.SOLVER.MAX_ITER), "resumed_from_iter": start_iter,
+            "train_time_s": round(dt, 1), "s_per_iter": round(dt / max(done, 1), 4),
+            "ims_per_batch": int(cfg.SOLVER.IMS_PER_BATCH), "device": cfg.MODEL.DEVICE}
+
+
+def export_final(work_dir: str | Path, out_path: str | Path) -> None:
+    """Write ``model_final.pth`` of a finished run to ``out_path`` with the model weights only (atomic)."""
+    src = Path(work_dir) / "model_final.pth"
+    ckpt = check_checkpoint(src)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.save({"model": ckpt["model"], "iteration": ckpt.get("iteration", -1)}, tmp)
+    os.replace(tmp, out)
+
+
+# ---------------------------------------------------------------- checkpoints + inference
+def check_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a detectron2 ``.pth`` checkpoint (``weights_only=True``); clear :class:`CheckpointError` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: detector checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, random bytes, pickle of disallowed types ...
+        raise CheckpointError(f"{path}: detector checkpoint is corrupt or unreadable ({type(e).__name__}: "
+                              f"{str(e)[:200]})") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise CheckpointError(f"{path}: not a detectron2 checkpoint (no 'model' state dict)")
+    return ckpt
+
+
+def load_model(cfg: CfgNode, weights: str | Path) -> torch.nn.Module:
+    """Build the model of ``cfg`` and load ``weights`` strictly (every key must match)."""
+    model = build_model(cfg)
+    state = check_checkpoint(weights)["model"]
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{weights}: checkpoint does not fit the model of this config "
+                              f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
+    model.eval()
+    return model
+
+
+def predict(cfg: CfgNode, weights: str | Path, json_path: str | Path,
+            num_threads: int = 0) -> list[dict[str, Any]]:
+    """Run the detector on every image of ``json_path``; COCO result records with the dataset's category ids."""
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(cfg, weights)
+    name = register_json(json_path)
+    loader = build_detection_test_loader(cfg, name)
+    meta = MetadataCatalog.get(name)
+    to_dataset_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
+    results: list[dict[str, Any]] = []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="detector inference", unit="img"):
+            outputs = model(batch)
+            for inp, out in zip(batch, outputs):
+                recs = instances_to_coco_json(out["instances"].to("cpu"), inp["image_id"])
+                for r in recs:
+                    r["category_id"] = to_dataset_id[r["category_id"]]
+                results.extend(recs)
+    return results
+

@@ -1,0 +1,1 @@
+"""Labeler training engine: box-crop data, schedule + EMA, training loop, validation."""

@@ -1,0 +1,149 @@
+"""Box-crop datasets: one sample per box.
+
+Training samples use a random asymmetric context expansion, a shared horizontal flip, student-only
+photometric augmentations and an un-jittered teacher view. Evaluation/labelling samples use the fixed 1.3x
+expansion. All randomness comes from ``numpy.random.default_rng([seed, epoch, index])``, so a sample is a
+pure function of (seed, epoch, index): identical across worker counts, processes and resumed runs.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mal.coco_io import image_path, read_image
+from mal.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed, expand_box_random
+from mal.models.labeler import normalize
+
+DEFAULT_AUG: dict[str, Any] = {
+    "max_margin": 1.2,  # random context expansion, per-axis factor in [1, 1 + max_margin/2]
+    "flip_p": 0.5,
+    "jitter_p": 0.5,
+    "brightness": 0.4,
+    "contrast": 0.4,
+    "saturation": 0.2,
+    "hue": 0.1,
+    "gray_p": 0.2,
+    "blur_p": 0.5,
+    "blur_sigma": [0.1, 2.0],
+}
+
+
+def box_records(coco: dict[str, Any], json_path: str | Path, keep: Any = None) -> list[dict[str, Any]]:
+    """``[{"ann": ann, "image": image_dict, "path": image_path}]`` for annotations passing ``keep(ann)``.
+
+    Raises ``ValueError`` naming the file and annotation id when an annotation's image id is unknown.
+    """
+    images = {im["id"]: im for im in coco["images"]}
+    out = []
+    for ann in coco["annotations"]:
+        if keep is not None and not keep(ann):
+            continue
+        im = images.get(ann["image_id"])
+        if im is None:
+            raise ValueError(f"{json_path}: annotation id={ann['id']}: field 'image_id' "
+                             f"{ann['image_id']} names no image")
+        out.append({"ann": ann, "image": im, "path": str(image_path(json_path, im))})
+    return out
+
+
+def color_jitter(img: np.ndarray, rng: np.random.Generator, aug: dict[str, Any]) -> np.ndarray:
+    """Brightness, contrast, saturation, hue jitter (torchvision ColorJitter factors), ``S x S x 3`` uint8."""
+    x = img.astype(np.float32)
+    b = rng.uniform(1 - aug["brightness"], 1 + aug["brightness"])
+    c = rng.uniform(1 - aug["contrast"], 1 + aug["contrast"])
+    s = rng.uniform(1 - aug["saturation"], 1 + aug["saturation"])
+    h = rng.uniform(-aug["hue"], aug["hue"])
+    x = x * b
+    gray = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    x = (x - gray.mean()) * c + gray.mean()
+    gray = (x @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
+    x = (x - gray) * s + gray
+    out = np.clip(x, 0, 255).astype(np.uint8)
+    if abs(h) > 1e-6:
+        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + int(round(h * 180))) % 180).astype(np.uint8)
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return out
+
+
+def photometric(img: np.ndarray, rng: np.random.Generator, aug: dict[str, Any]) -> np.ndarray:
+    """Student-only augmentations: colour jitter (p), grayscale (p), gaussian blur (p)."""
+    draws = rng.uniform(size=3)
+    if draws[0] < aug["jitter_p"]:
+        img = color_jitter(img, rng, aug)
+    if draws[1] < aug["gray_p"]:
+        g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        img = np.repeat(g[..., None], 3, axis=2)
+    if draws[2] < aug["blur_p"]:
+        lo, hi = aug["blur_sigma"]
+        img = cv2.GaussianBlur(img, (0, 0), sigmaX=float(rng.uniform(lo, hi)))
+    return img
+
+
+class BoxCropDataset(Dataset):
+    """One sample per box.
+
+    ``train=True`` items: ``student`` / ``teacher`` 3xSxS float (normalised), ``box_mask`` 1xMxM,
+    ``box_area`` (original pixels), ``index``. ``train=False`` items: ``image`` 3xSxS, ``box_mask``,
+    ``box_area``, ``crop`` (x0, y0, x1, y1 of the 1.3x window), ``index``.
+    """
+
+    def __init__(self, records: list[dict[str, Any]], crop_size: int, mask_size: int, train: bool,
+                 seed: int = 0, aug: dict[str, Any] | None = None, expand: float = 1.3, image_cache: int = 256):
+        self.records = records
+        self.crop_size, self.mask_size = int(crop_size), int(mask_size)
+        self.train, self.seed, self.expand = bool(train), int(seed), float(expand)
+        unknown = sorted(set(aug or {}) - set(DEFAULT_AUG))
+        if unknown:
+            raise ValueError(f"labeler augmentation cfg: unknown keys {unknown}")
+        self.aug = {**DEFAULT_AUG, **(aug or {})}
+        self.epoch = 0
+        self.image_cache = max(0, int(image_cache))
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _read(self, path: str) -> np.ndarray:
+        """``read_image`` with a small per-process LRU cache (``image_cache`` images)."""
+        if path in self._cache:
+            self._cache.move_to_end(path)
+            return self._cache[path]
+        img = read_image(path)
+        if self.image_cache:
+            self._cache[path] = img
+            while len(self._cache) > self.image_cache:
+                self._cache.popitem(last=False)
+        return img
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        box = rec["ann"]["bbox"]
+        image = self._read(rec["path"])
+        area = float(box[2]) * float(box[3])
+        if not self.train:
+            crop = expand_box_fixed(box, self.expand)
+            pix = crop_and_resize(image, crop, self.crop_size)
+            return {"image": normalize(pix)[0], "box_mask": torch.from_numpy(box_mask_in_crop(box, crop,
+                    self.mask_size))[None], "box_area": torch.tensor(area), "crop": torch.tensor(crop),
+                    "index": index}
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        crop = expand_box_random(box, rng, self.aug["max_margin"])
+        teacher = crop_and_resize(image, crop, self.crop_size)
+        mask = box_mask_in_crop(box, crop, self.mask_size)
+        if rng.uniform() < self.aug["flip_p"]:
+            teacher = np.ascontiguousarray(teacher[:, ::-1])
+            mask = np.ascontiguousarray(mask[:, ::-1])
+        student = photometric(teacher, rng, self.aug)
+        return {"student": normalize(student)[0], "teacher": normalize(teacher)[0],
+                "box_mask": torch.from_numpy(mask)[None], "box_area": torch.tensor(area), "index": index}

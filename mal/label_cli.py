@@ -1,0 +1,187 @@
+"""`python -m mal label` / `mal-label`: masks for your own COCO boxes with a trained labeler.
+
+Example::
+
+    python -m mal label --checkpoint models/labeler/vit_tiny/checkpoint.pt \\
+        --images my_images/ --boxes my_boxes.json --out my_masks.json --visualize overlays/
+
+Every input annotation either comes out with a mask (``segmentation`` RLE, ``area`` = mask area,
+``"mal": {"source", "reason"}``) or is listed in ``<out>.skipped.json`` with a reason; the summary
+prints both and checks ``boxes in == masks out + skipped``.
+Scale-out: run ``--num-shards N --shard-index i --shard-dir D`` on N workers, then the same command
+without ``--shard-index`` (add ``--merge-only`` to refuse labelling missing shards) to merge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from mal.coco_io import write_json_atomic
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m mal label",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True, help="labeler checkpoint.pt (from stage train_labeler)")
+    p.add_argument(
+        "--boxes", required=True, help="COCO JSON with images + annotations (bbox); masks optional"
+    )
+    p.add_argument(
+        "--images",
+        default=None,
+        help="directory the image file_names are relative to (default: the boxes file's directory)",
+    )
+    p.add_argument("--out", help="output COCO JSON with masks (required unless --shard-index)")
+    p.add_argument("--visualize", default=None, metavar="DIR", help="write overlay PNGs of a few images here")
+    p.add_argument("--num-visualize", type=int, default=8, help="how many images to visualise (default 8)")
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help="mask threshold on the probability (default 0.5)"
+    )
+    p.add_argument("--which", choices=["student", "teacher", "average"], default="student")
+    p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped prediction")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers reading images")
+    p.add_argument("--min-box-side", type=float, default=2.0, help="smaller boxes get the box mask (px)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--shard-index", type=int, default=None, help="label only this shard (needs --shard-dir)")
+    p.add_argument("--shard-dir", default=None, help="where shard files + done markers live")
+    p.add_argument("--merge-only", action="store_true", help="merge finished shards; never label")
+    p.add_argument("--strict", action="store_true", help="fail on the first box that would be skipped")
+    p.add_argument("--skipped-report", default=None, help="default: <out>.skipped.json")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """Human summary of a merge report (labelled vs skipped, with reasons)."""
+
+    def fmt(d: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+
+    lines = [
+        f"boxes in: {report['boxes_in']}  masks out: {report['masks_out']}  skipped: {report['skipped']}",
+        f"  labeler masks: {report['labeler_masks']}",
+        f"  box-mask fallbacks: {report['box_fallback']} ({fmt(report['box_fallback_by_reason'])})",
+        f"  skipped: {report['skipped']} ({fmt(report['skipped_by_reason'])})",
+        f"  clipped boxes: {report['clipped_boxes']}  crowd boxes: {report['crowd_boxes']}  "
+        f"images skipped: {report['images_skipped']} of {report['images_in']}",
+    ]
+    for s in report["skipped_images"][:5]:
+        lines.append(f"  image id={s['image_id']} {s['file_name']}: {s['reason']} ({s['detail']})")
+    ok = report["boxes_in"] == report["masks_out"] + report["skipped"]
+    lines.append(f"  check boxes in == masks out + skipped: {'ok' if ok else 'MISMATCH'}")
+    return lines
+
+
+def visualize(
+    out_coco: dict[str, Any], in_coco: dict[str, Any], image_root: Path, out_dir: Path, limit: int
+) -> list[str]:
+    """Overlay PNGs (input masks, if any, in green; pseudo-masks in red) for the first ``limit`` images."""
+    from mal.coco_io import image_path, read_image
+    from mal.mask_quality import draw_overlay, save_png_atomic
+    from mal.masks import decode_segmentation
+
+    gt_by_id = {a["id"]: a for a in in_coco["annotations"]}
+    by_image: dict[int, list[dict]] = {}
+    for a in out_coco["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    written = []
+    for im in out_coco["images"][: max(limit, 0)]:
+        h, w = int(im["height"]), int(im["width"])
+        anns = by_image.get(im["id"], [])
+        image = read_image(image_path(image_root / "_", im, image_root))
+        pred = [decode_segmentation(a["segmentation"], h, w) for a in anns]
+        gt = [
+            decode_segmentation(gt_by_id[a["id"]]["segmentation"], h, w)
+            for a in anns
+            if gt_by_id[a["id"]].get("segmentation")
+        ]
+        path = out_dir / f"{im['id']}_{Path(str(im['file_name'])).stem}.png"
+        save_png_atomic(path, draw_overlay(image, gt, pred))
+        written.append(str(path))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mal.pseudo_label import LabelOptions, SkipError, load_boxes
+    from mal.pseudo_shards import label_coco
+
+    if args.shard_index is None and not args.out:
+        print("error: --out is required (unless --shard-index is given)", file=sys.stderr)
+        return 2
+    image_root = Path(args.images) if args.images else Path(args.boxes).parent
+    if not image_root.is_dir():
+        print(f"error: {image_root}: images directory not found", file=sys.stderr)
+        return 2
+    try:
+        options = LabelOptions(
+            threshold=args.threshold,
+            which=args.which,
+            flip_tta=args.flip_tta,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            min_box_side=args.min_box_side,
+            device=args.device,
+            allow_skips=not args.strict,
+            show_progress=not args.quiet,
+        )
+        report = label_coco(
+            args.boxes,
+            args.checkpoint,
+            args.out,
+            options,
+            image_root=image_root,
+            num_shards=args.num_shards,
+            shard_index=args.shard_index,
+            shard_dir=args.shard_dir,
+            run_missing=not args.merge_only,
+        )
+    except SkipError as e:
+        print(f"error (--strict): {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.shard_index is not None:
+        print(
+            f"shard {args.shard_index}/{args.num_shards}: "
+            f"{'reused (done marker matches)' if report['shards_reused'] else 'labelled'}; "
+            f"{report.get('masks_out', 0)} masks, boxes in {report.get('boxes_in', 0)}"
+        )
+        return 0
+    skipped_path = Path(args.skipped_report or f"{args.out}.skipped.json")
+    write_json_atomic(
+        skipped_path,
+        {
+            "skipped_annotations": report["skipped_annotations"],
+            "skipped_images": report["skipped_images"],
+            "skipped_by_reason": report["skipped_by_reason"],
+        },
+        indent=1,
+    )
+    print(f"wrote {args.out}")
+    for line in summary_lines(report):
+        print(line)
+    print(f"skipped report: {skipped_path}")
+    if args.visualize:
+        import json
+
+        with open(args.out) as f:
+            out_coco = json.load(f)
+        written = visualize(
+            out_coco, load_boxes(args.boxes), image_root, Path(args.visualize), args.num_visualize
+        )
+        print(f"overlays: {len(written)} PNGs in {args.visualize} (green: input masks, red: pseudo-masks)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Prefect orchestration of the DVC pipeline (see docs/prefect.md)."""

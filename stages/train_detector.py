@@ -1,0 +1,88 @@
+"""DVC stage `train_detector`: train a Detectron2 detector on GT or pseudo masks.
+
+    python stages/train_detector.py --detector mask_rcnn_R18_demo --masks gt
+    python stages/train_detector.py --detector cascade_R18_demo --masks vit_tiny      # pseudo-labels of a labeler
+
+Reads params.yaml `detector:`. Training JSON: `detector.gt_json` for `--masks gt`, else
+`detector.pseudo_json` with {labeler} = the masks source. Checkpoints go to `<work_dir>/<masks>__<detector>/`
+(kept across runs, so an interrupted run resumes when started again with the same config); the finished model
+goes to `<out_dir>/<masks>__<detector>/`: model_final.pth (weights only), config.yaml, train_info.json,
+train_log.jsonl (detectron2's per-iteration metrics) and log.txt. Multi-GPU: `--num-gpus N` (detectron2 launch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from mal.coco_io import write_json_atomic
+from mal.params import load_params
+
+
+def train_json_for(dparams: dict, masks: str) -> Path:
+    """The training COCO JSON of a mask source (``gt`` or a labeler name)."""
+    if masks == "gt":
+        return Path(dparams["gt_json"])
+    return Path(dparams["pseudo_json"].format(labeler=masks))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--detector", required=True, help="key of mal.detector.DETECTORS, e.g. mask_rcnn_R18_demo")
+    ap.add_argument("--masks", required=True, help="'gt' or a labeler name (uses its pseudo-label JSON)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--num-gpus", type=int, default=max(torch.cuda.device_count(), 1))
+    ap.add_argument("--num-machines", type=int, default=1)
+    ap.add_argument("--machine-rank", type=int, default=0)
+    ap.add_argument("--dist-url", default="auto", help="tcp://host:port of machine 0 for multi-machine runs")
+    ap.add_argument("--no-resume", action="store_true", help="discard checkpoints of an earlier run")
+    ap.add_argument("--opts", nargs="*", default=[], help="extra detectron2 options: KEY VALUE ...")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from mal import detector as det  # imports detectron2
+
+    dparams = load_params(args.params)["detector"]
+    det.get_spec(args.detector)
+    train_json = train_json_for(dparams, args.masks)
+    if not train_json.is_file():
+        raise SystemExit(f"train_detector: {train_json}: training JSON not found "
+                         f"(masks={args.masks!r}; run the prepare / pseudo_label stage first)")
+    cell = f"{args.masks}__{args.detector}"
+    work = Path(dparams["work_dir"]) / cell
+    out = Path(dparams["out_dir"]) / cell
+    cfg = det.build_cfg(args.detector, train_json, work, dparams)
+    if args.opts:
+        cfg.merge_from_list(args.opts)
+    info = det.train(cfg, train_json, work, num_gpus=args.num_gpus, num_machines=args.num_machines,
+                     machine_rank=args.machine_rank, dist_url=args.dist_url,
+                     num_threads=int(dparams.get("num_threads", 0)), resume=not args.no_resume)
+    # Publish the finished run (weights only) to the DVC out dir, replacing it as a whole.
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    det.export_final(work, tmp / "model_final.pth")
+    cfg.defrost()
+    cfg.OUTPUT_DIR = str(out)
+    cfg.MODEL.WEIGHTS = ""
+    (tmp / "config.yaml").write_text(cfg.dump())
+    for src, dst in (("log.txt", "log.txt"), ("metrics.json", "train_log.jsonl")):
+        if (work / src).is_file():
+            shutil.copyfile(work / src, tmp / dst)
+    info.update({"detector": args.detector, "masks": args.masks, "train_json": str(train_json)})
+    write_json_atomic(tmp / "train_info.json", info, indent=2)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    print(f"train_detector: {cell}: {json.dumps(info)} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

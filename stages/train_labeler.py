@@ -1,0 +1,77 @@
+"""DVC stage `train_labeler`: train one MAL labeler (``labeler.models.<name>``) on the prepared boxes.
+
+    python stages/train_labeler.py --params params.yaml --labeler vit_tiny
+    torchrun --nproc_per_node 8 stages/train_labeler.py --params params.yaml --labeler vit_mae_base
+
+Reads data/prepared/train_boxes.json (boxes only, the labeler never sees train masks) and val_gt.json;
+writes models/labeler/<name>/checkpoint.pt, metrics/train_labeler/<name>.json and the dvclive curves in
+dvclive/train_labeler/<name>/. A killed run resumes from runs/labeler/<name>/state.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mal.coco_io import load_coco, write_json_atomic  # noqa: E402
+from mal.datasets.common import is_trainable  # noqa: E402
+from mal.engine.data import box_records  # noqa: E402
+from mal.engine.train import dist_cleanup, train_labeler  # noqa: E402
+from mal.params import load_params  # noqa: E402
+
+DEFAULT_PATHS = {"models_dir": "models/labeler", "metrics_dir": "metrics/train_labeler",
+                 "live_dir": "dvclive/train_labeler", "state_dir": "runs/labeler"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--labeler", required=True, help="a key of labeler.models in the params file")
+    ap.add_argument("--no-resume", action="store_true", help="ignore a matching run state and start fresh")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    params = load_params(args.params)
+    lab = params.get("labeler") or {}
+    models = lab.get("models") or {}
+    if args.labeler not in models:
+        raise SystemExit(f"{args.params}: labeler.models has no '{args.labeler}' (have: {sorted(models)})")
+    paths = {**DEFAULT_PATHS, **(lab.get("paths") or {})}
+    data = params["data"]
+    prepared = Path(data["out_dir"])
+    train_json, val_json = prepared / "train_boxes.json", prepared / "val_gt.json"
+    train_coco, _ = load_coco(train_json)
+    min_area, min_side = float(data["min_train_box_area"]), float(data["min_train_box_side"])
+    train_records = box_records(train_coco, train_json, lambda a: is_trainable(a, min_area, min_side))
+    val_records = None
+    if val_json.is_file():
+        val_coco, _ = load_coco(val_json)
+        val_records = box_records(val_coco, val_json, lambda a: not a.get("iscrowd", 0) and "segmentation" in a)
+        val_records = val_records or None
+    logging.info("labeler %s: %d training boxes (of %d), %d val boxes with masks", args.labeler,
+                 len(train_records), len(train_coco["annotations"]), len(val_records or []))
+
+    t0 = time.time()
+    metrics = train_labeler(
+        models[args.labeler], lab.get("train") or {}, train_records, val_records,
+        out_checkpoint=Path(paths["models_dir"]) / args.labeler / "checkpoint.pt",
+        state_path=Path(paths["state_dir"]) / args.labeler / "state.pt",
+        live_dir=Path(paths["live_dir"]) / args.labeler,
+        seed=int(params.get("seed", 0)), resume=not args.no_resume)
+    if metrics:  # rank 0
+        metrics["labeler"] = args.labeler
+        metrics["train_boxes"] = len(train_records)
+        metrics["stage_seconds"] = round(time.time() - t0, 1)
+        write_json_atomic(Path(paths["metrics_dir"]) / f"{args.labeler}.json", metrics, indent=2)
+        logging.info("metrics: %s", metrics)
+    dist_cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

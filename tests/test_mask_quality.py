@@ -1,0 +1,109 @@
+"""mal.mask_quality: class- vs instance-averaged mIoU, size buckets, baselines, overlays, the stage."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mal.mask_quality import evaluate_masks, grabcut_mask, summarize
+from mal.masks import box_rle, encode_mask
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_summarize_class_average_differs_from_instance_average() -> None:
+    recs = [{"category_id": 1, "gt_area": 100, "iou": 1.0}] * 3 + [{"category_id": 2, "gt_area": 5000, "iou": 0.0}]
+    s = summarize(recs, {1: "a", 2: "b"})
+    assert s["miou"] == pytest.approx(0.5)  # mean of per-class means
+    assert s["miou_instance"] == pytest.approx(0.75)
+    assert s["miou_small"] == pytest.approx(1.0) and s["miou_medium"] == pytest.approx(0.0)
+    assert s["miou_large"] is None
+    assert s["per_class"] == {"a": {"miou": 1.0, "count": 3}, "b": {"miou": 0.0, "count": 1}}
+    edge = summarize([{"category_id": 1, "gt_area": 32**2, "iou": 0.3},
+                      {"category_id": 1, "gt_area": 96**2, "iou": 0.9}], {})
+    assert edge["miou_medium"] == pytest.approx(0.3) and edge["miou_large"] == pytest.approx(0.9)
+    assert summarize([], {})["miou"] is None
+
+
+def _boxes_as_pred(gt: dict) -> dict:
+    pred = copy.deepcopy(gt)
+    ims = {im["id"]: im for im in gt["images"]}
+    for a in pred["annotations"]:
+        im = ims[a["image_id"]]
+        a["segmentation"] = box_rle(a["bbox"], im["height"], im["width"])
+    return pred
+
+
+def test_gt_vs_itself_is_one_and_box_pred_equals_box_baseline(shapes_dir: Path, tmp_path: Path) -> None:
+    gt = json.loads((shapes_dir / "train_gt.json").read_text())
+    r = evaluate_masks(gt, gt, image_root=shapes_dir, overlay_dir=tmp_path / "ov", num_overlays=2,
+                       show_progress=False)
+    assert r["miou"] == pytest.approx(1.0) and r["miou_instance"] == pytest.approx(1.0)
+    assert r["num_instances"] == len(gt["annotations"])
+    assert set(r["baselines"]) == {"box", "grabcut"}
+    assert 0.3 < r["baselines"]["box"]["miou"] < 1.0
+    assert 0 <= r["baselines"]["grabcut"]["fallbacks_to_box"] <= len(gt["annotations"])
+    assert len(r["overlays"]) == 2 and all(Path(p).is_file() for p in r["overlays"])
+    rb = evaluate_masks(_boxes_as_pred(gt), gt, baselines=("box",), show_progress=False)
+    assert rb["miou"] == pytest.approx(rb["baselines"]["box"]["miou"])
+    assert rb["miou"] == pytest.approx(r["baselines"]["box"]["miou"])
+
+
+def test_crowd_and_missing_segmentation_not_evaluated_and_missing_pred_is_error(shapes_dir: Path) -> None:
+    gt = json.loads((shapes_dir / "train_gt.json").read_text())
+    gt["annotations"][0]["iscrowd"] = 1
+    del gt["annotations"][1]["segmentation"]
+    r = evaluate_masks(gt, gt, baselines=("box",), show_progress=False)
+    assert r["not_evaluated"] == {"crowd": 1, "no_gt_segmentation": 1}
+    assert r["num_instances"] == len(gt["annotations"]) - 2
+    pred = copy.deepcopy(gt)
+    pred["annotations"].pop()
+    with pytest.raises(ValueError, match="no pseudo-label"):
+        evaluate_masks(pred, gt, baselines=("box",), show_progress=False)
+    with pytest.raises(ValueError, match="image_root"):
+        evaluate_masks(gt, gt, baselines=("grabcut",), show_progress=False)
+
+
+def test_grabcut_finds_a_disc_and_falls_back_on_flat_images() -> None:
+    img = np.full((64, 64, 3), 30, np.uint8)
+    yy, xx = np.mgrid[:64, :64]
+    disc = (yy - 32) ** 2 + (xx - 32) ** 2 <= 12**2
+    img[disc] = (220, 180, 40)
+    m, (x0, y0, x1, y1) = grabcut_mask(img, [18, 18, 29, 29], iterations=3)
+    assert m is not None
+    full = np.zeros((64, 64), np.uint8)
+    full[y0:y1, x0:x1] = m
+    iou = (full.astype(bool) & disc).sum() / (full.astype(bool) | disc).sum()
+    assert iou > 0.8
+    flat = np.full((64, 64, 3), 100, np.uint8)
+    assert grabcut_mask(flat, [0, 0, 64, 64])[0] is None  # no background outside the box: fails, caller falls back
+    assert grabcut_mask(flat, [10, 10, 0, 5])[0] is None
+
+
+def test_mask_quality_stage(shapes_dir: Path, tmp_path: Path) -> None:
+    gt = json.loads((shapes_dir / "train_gt.json").read_text())
+    pred = _boxes_as_pred(gt)
+    a = pred["annotations"][0]
+    a["segmentation"] = encode_mask(np.zeros((gt["images"][0]["height"], gt["images"][0]["width"]), np.uint8))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "pseudo.json").write_text(json.dumps(pred))
+    params = {"mask_quality": {
+        "pseudo_json": str(tmp_path / "{labeler}" / "pseudo.json"), "gt_json": str(shapes_dir / "train_gt.json"),
+        "metrics": str(tmp_path / "m" / "{labeler}.json"), "overlay_dir": str(tmp_path / "ov" / "{labeler}"),
+        "num_overlays": 1, "baselines": ["box", "grabcut"], "grabcut_iterations": 2}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    spec = importlib.util.spec_from_file_location("stage_mq", REPO / "stages" / "mask_quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--labeler", "x", "--params", str(tmp_path / "params.yaml")]) == 0
+    m = json.loads((tmp_path / "m" / "x.json").read_text())
+    for key in ("miou", "miou_instance", "miou_small", "miou_medium", "miou_large", "per_class", "baselines"):
+        assert key in m
+    assert m["miou"] < m["baselines"]["box"]["miou"]  # one empty mask pulls the box-shaped prediction down
+    assert len(list((tmp_path / "ov" / "x").glob("*.png"))) == 1
