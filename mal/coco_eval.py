@@ -37,7 +37,8 @@ IOU_TYPES = {"box": "bbox", "mask": "segm"}
 def load_gt(gt: str | Path | dict[str, Any]) -> COCO:
     """A pycocotools ``COCO`` object from a path or an in-memory COCO dict (quietly).
 
-    Annotations missing ``area`` get ``w*h`` (box area) and missing ``iscrowd`` get 0, as pycocotools needs both.
+    Annotations missing ``area`` get ``w*h`` (box area) and missing ``iscrowd`` get 0 (pycocotools needs
+    both).
     """
     if isinstance(gt, (str, Path)):
         path = Path(gt)
@@ -49,7 +50,8 @@ def load_gt(gt: str | Path | dict[str, Any]) -> COCO:
         data = copy.deepcopy(gt)
     for key in ("images", "annotations", "categories"):
         if key not in data:
-            raise ValueError(f"ground truth {gt if isinstance(gt, (str, Path)) else '<dict>'}: missing '{key}'")
+            where = gt if isinstance(gt, (str, Path)) else "<dict>"
+            raise ValueError(f"ground truth {where}: missing '{key}'")
     for ann in data["annotations"]:
         ann.setdefault("iscrowd", 0)
         if "area" not in ann:
@@ -62,7 +64,7 @@ def load_gt(gt: str | Path | dict[str, Any]) -> COCO:
 
 
 def gt_as_predictions(gt: COCO, score: float = 1.0) -> list[dict[str, Any]]:
-    """The non-crowd ground truth as result records (RLE masks) — a perfect detector, for tests and sanity checks."""
+    """The non-crowd ground truth as result records (RLE masks): a perfect detector, for tests."""
     out = []
     for ann in gt.dataset["annotations"]:
         if ann.get("iscrowd", 0):
@@ -99,7 +101,7 @@ def _clean(v: float) -> float | None:
 
 def evaluate_predictions(gt: str | Path | dict[str, Any] | COCO, predictions: list[dict[str, Any]],
                          tasks: tuple[str, ...] = ("box", "mask"), max_dets: int = 100) -> dict[str, Any]:
-    """COCO-evaluate ``predictions`` against ``gt``; returns flat ``{box_AP: .., mask_AP50: .., ...}`` in percent.
+    """COCO-evaluate ``predictions`` against ``gt``; flat ``{box_AP: .., mask_AP50: .., ...}`` in percent.
 
     ``tasks`` is a subset of ``("box", "mask")``. With no predictions every AP/AR is 0.0 (a model that
     detects nothing), not an error. ``num_predictions`` and ``num_gt_instances`` are included.
@@ -119,9 +121,9 @@ def evaluate_predictions(gt: str | Path | dict[str, Any] | COCO, predictions: li
             continue
         _check_predictions(coco_gt, predictions, iou_type)
         preds = copy.deepcopy(predictions)
-        if iou_type == "bbox":  # loadRes would take a polygon/RLE's extent for bbox otherwise
-            for p in preds:
-                p.pop("segmentation", None)
+        for p in preds:  # as detectron2's COCOEvaluator: each task sees only its own geometry, so that a
+            # detection's area (for APs/m/l) is the box area for box AP and the mask area for mask AP
+            p.pop("segmentation" if iou_type == "bbox" else "bbox", None)
         with contextlib.redirect_stdout(io.StringIO()):
             coco_dt = coco_gt.loadRes(preds)
             ev = COCOeval(coco_gt, coco_dt, iou_type)
@@ -129,7 +131,7 @@ def evaluate_predictions(gt: str | Path | dict[str, Any] | COCO, predictions: li
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        out.update({f"{task}_{n}": _clean(v) for n, v in zip(STAT_NAMES, ev.stats)})
+        out.update({f"{task}_{n}": _clean(v) for n, v in zip(STAT_NAMES, ev.stats, strict=True)})
     return out
 
 

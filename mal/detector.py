@@ -1,14 +1,14 @@
 """Phase 2: Detectron2 Mask R-CNN / Cascade Mask R-CNN trained on (pseudo or human) masks.
 
-The only module of the project that imports detectron2 (installed by ``scripts/install_detectron2.sh``). It plugs
-in through detectron2's own registries: datasets via ``register_coco_instances`` (image_root = the JSON's
-directory, per the data contract), models via model-zoo yaml configs, training via a small ``DefaultTrainer``
-subclass (resume, periodic checkpoints, ``CommonMetricPrinter`` progress/ETA log), multi-GPU via
-``detectron2.engine.launch``. Evaluation: :func:`predict` returns COCO result records scored by
-:mod:`mal.coco_eval` (pycocotools, the slow reference implementation, i.e. ``use_fast_impl=False``).
+The only module of the project that imports detectron2 (installed by ``scripts/install_detectron2.sh``).
+It plugs in through detectron2's own registries: datasets via ``register_coco_instances`` (image_root =
+the JSON's directory, per the data contract), models via model-zoo yaml configs, training via a small
+``DefaultTrainer`` subclass (resume, periodic checkpoints, ``CommonMetricPrinter`` progress/ETA log),
+multi-GPU via ``detectron2.engine.launch``. Evaluation: :func:`predict` returns COCO result records scored
+by :mod:`mal.coco_eval` (pycocotools, the slow reference implementation, i.e. ``use_fast_impl=False``).
 
 Detectors (:data:`DETECTORS`): the paper profile (``*_FPN_3x``: model-zoo 3x schedule, ImageNet-pretrained
-backbone from ``params.detector.paper.weights`` — a path or URL) and the CPU demo profile (``*_R18_demo``:
+backbone from ``params.detector.pretrained`` — a path or URL) and the CPU demo profile (``*_R18_demo``:
 ResNet-18 + GroupNorm from scratch at small input size, narrow heads, AdamW; DESIGN §4).
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import os
 import time
@@ -41,12 +42,12 @@ logger = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
-    """A detector checkpoint that is missing, corrupt or does not fit the model; the message names the path."""
+    """A detector checkpoint that is missing, corrupt or does not fit the model; the message names it."""
 
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """A named detector: model-zoo yaml, profile (``demo`` | ``paper``) and backbone key for pretrained weights."""
+    """A named detector: model-zoo yaml, profile (``demo`` | ``paper``), backbone key of its weights."""
 
     zoo_config: str
     profile: str
@@ -56,8 +57,10 @@ class DetectorSpec:
 DETECTORS: dict[str, DetectorSpec] = {
     "mask_rcnn_R18_demo": DetectorSpec("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml", "demo", "R18"),
     "cascade_R18_demo": DetectorSpec("Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml", "demo", "R18"),
-    "mask_rcnn_R50_FPN_3x": DetectorSpec("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml", "paper", "R50"),
-    "mask_rcnn_R101_FPN_3x": DetectorSpec("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml", "paper", "R101"),
+    "mask_rcnn_R50_FPN_3x": DetectorSpec(
+        "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml", "paper", "R50"),
+    "mask_rcnn_R101_FPN_3x": DetectorSpec(
+        "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml", "paper", "R101"),
     "mask_rcnn_X101_FPN_3x": DetectorSpec(
         "COCO-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_3x.yaml", "paper", "X101"),
     "cascade_mask_rcnn_R50_FPN_3x": DetectorSpec("Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml", "paper", "R50"),
@@ -71,25 +74,45 @@ def get_spec(name: str) -> DetectorSpec:
 
 
 # ---------------------------------------------------------------- datasets
-def register_json(json_path: str | Path) -> str:
+def resolve_image_root(json_path: str | Path, fallbacks: tuple[str | Path, ...] = ()) -> Path:
+    """The directory the JSON's image ``file_name``s are relative to.
+
+    The JSON's own directory (data contract), else the first of ``fallbacks`` under which every image exists
+    (e.g. a pseudo-label JSON written next to its labeler but still naming ``images/train/...`` of the
+    prepared set). Missing images: a clear error naming the JSON, the image id and its file_name.
+    """
+    path = Path(json_path)
+    with path.open() as f:
+        images = json.load(f).get("images", [])
+    roots = [path.parent, *(Path(r) for r in fallbacks)]
+    for root in roots:
+        if all((root / im["file_name"]).is_file() for im in images):
+            if root != path.parent:
+                logger.warning("%s: images are not under %s; using %s", path, path.parent, root)
+            return root
+    first = next(im for im in images if not (path.parent / im["file_name"]).is_file())
+    raise FileNotFoundError(f"{path}: image id={first['id']} file_name={first['file_name']!r} not found "
+                            f"under {', '.join(str(r) for r in roots)}")
+
+
+def register_json(json_path: str | Path, fallback_roots: tuple[str | Path, ...] = ()) -> str:
     """Register a COCO JSON with DatasetCatalog/MetadataCatalog (idempotent); returns the dataset name.
 
-    image_root is the JSON's directory (file_name is relative to it, or absolute). The name is derived from the
-    absolute path, so the same file always gets the same name in every process.
+    image_root: see :func:`resolve_image_root`. The name is derived from the absolute path, so the same file
+    gets the same name in every process.
     """
     path = Path(json_path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: COCO JSON not found")
     name = f"mal_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
     if name not in DatasetCatalog.list():
-        register_coco_instances(name, {}, str(path), str(path.parent))
+        root = resolve_image_root(path, fallback_roots)
+        register_coco_instances(name, {}, str(path), str(root))
     return name
 
 
 def num_classes(json_path: str | Path) -> int:
     """Number of categories in a COCO JSON (the detector's NUM_CLASSES)."""
-    import json
-
     with open(json_path) as f:
         cats = json.load(f).get("categories", [])
     if not cats:
@@ -125,7 +148,7 @@ def _apply_demo(cfg: CfgNode, demo: dict[str, Any]) -> None:
     cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
     cfg.MODEL.FPN.NORM = "GN"
     cfg.MODEL.FPN.OUT_CHANNELS = int(demo["fpn_channels"])
-    cfg.MODEL.PIXEL_STD = [57.375, 57.120, 58.395]  # from scratch: normalise like the zoo's scratch GN configs
+    cfg.MODEL.PIXEL_STD = [57.375, 57.120, 58.395]  # from scratch: as the zoo's scratch GN configs
     lo, n = float(demo["anchor_min"]), len(cfg.MODEL.ANCHOR_GENERATOR.SIZES)
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[lo * 2**i] for i in range(n)]
     cfg.MODEL.ROI_BOX_HEAD.FC_DIM = int(demo["box_fc_dim"])
@@ -140,8 +163,8 @@ def _apply_demo(cfg: CfgNode, demo: dict[str, Any]) -> None:
 
 
 def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Path,
-              params: dict[str, Any]) -> CfgNode:
-    """A detectron2 config for ``detector`` trained on ``train_json`` (``params`` = params.yaml ``detector:``).
+              params: dict[str, Any], fallback_roots: tuple[str | Path, ...] = ()) -> CfgNode:
+    """detectron2 config for ``detector`` trained on ``train_json`` (``params`` = params.yaml ``detector:``).
 
     Schedule keys come from ``params['train']`` updated by ``params['models'][detector]`` (a missing or null
     key keeps the model-zoo 3x value). Demo detectors take ``params['demo_arch']``; paper detectors take the
@@ -177,12 +200,13 @@ def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Pa
     cfg.INPUT.MASK_FORMAT = "bitmask"  # handles polygons and RLE (pseudo-labels are RLE)
     cfg.DATALOADER.NUM_WORKERS = int(params.get("num_workers", 0))
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg.SOLVER.AMP.ENABLED = bool(params.get("amp", False)) and torch.cuda.is_available()  # AMP: CUDA only
     cfg.SEED = int(params.get("seed", 0))
     cfg.TEST.EVAL_PERIOD = 0
     cfg.DATASETS.TEST = ()
     cfg.TEST.DETECTIONS_PER_IMAGE = int(params.get("detections_per_image", 100))
     if train_json is not None:
-        cfg.DATASETS.TRAIN = (register_json(train_json),)
+        cfg.DATASETS.TRAIN = (register_json(train_json, fallback_roots),)
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes(train_json)
     cfg.OUTPUT_DIR = str(output_dir)
     if opts:
@@ -218,12 +242,13 @@ class MalTrainer(DefaultTrainer):
                 JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
 
 
-def _train_worker(cfg: CfgNode, dataset_jsons: list[str], resume: bool, num_threads: int) -> None:
+def _train_worker(cfg: CfgNode, dataset_jsons: list[str], resume: bool, num_threads: int,
+                  fallback_roots: tuple[str, ...] = ()) -> None:
     """Body of one training process (also run by each GPU process under ``launch``)."""
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     for j in dataset_jsons:
-        register_json(j)
+        register_json(j, fallback_roots)
     seed_all_rng(cfg.SEED + comm.get_rank())
     if comm.is_main_process():
         from detectron2.utils.logger import setup_logger
@@ -243,8 +268,9 @@ def _cfg_fingerprint(cfg: CfgNode) -> str:
 
 def train(cfg: CfgNode, train_json: str | Path, work_dir: str | Path, num_gpus: int = 1,
           num_machines: int = 1, machine_rank: int = 0, dist_url: str = "auto",
-          num_threads: int = 0, resume: bool = True) -> dict[str, Any]:
-    """Train in ``work_dir`` (checkpoints, log.txt, metrics.json); returns ``{iterations, train_time_s, ...}``.
+          num_threads: int = 0, resume: bool = True,
+          fallback_roots: tuple[str | Path, ...] = ()) -> dict[str, Any]:
+    """Train in ``work_dir`` (checkpoints, log.txt, metrics.json); returns ``{iterations, train_time_s..}``.
 
     With ``resume`` and an existing run of the *same* config in ``work_dir`` (fingerprint match), training
     continues from its last checkpoint; a run with a different config is discarded. ``num_gpus > 1`` spawns
@@ -269,11 +295,12 @@ def train(cfg: CfgNode, train_json: str | Path, work_dir: str | Path, num_gpus: 
         ckpt = check_checkpoint(work / last.read_text().strip())
         start_iter = int(ckpt.get("iteration", -1)) + 1
     t0 = time.perf_counter()
+    roots = tuple(str(r) for r in fallback_roots)
     if num_gpus > 1 or num_machines > 1:
         launch(_train_worker, num_gpus, num_machines=num_machines, machine_rank=machine_rank,
-               dist_url=dist_url, args=(cfg, [str(train_json)], resume, num_threads))
+               dist_url=dist_url, args=(cfg, [str(train_json)], resume, num_threads, roots))
     else:
-        _train_worker(cfg, [str(train_json)], resume, num_threads)
+        _train_worker(cfg, [str(train_json)], resume, num_threads, roots)
     dt = time.perf_counter() - t0
     done = cfg.SOLVER.MAX_ITER - start_iter
     return {"iterations": int(cfg.SOLVER.MAX_ITER), "resumed_from_iter": start_iter,
@@ -294,7 +321,7 @@ def export_final(work_dir: str | Path, out_path: str | Path) -> None:
 
 # ---------------------------------------------------------------- checkpoints + inference
 def check_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a detectron2 ``.pth`` checkpoint (``weights_only=True``); clear :class:`CheckpointError` otherwise."""
+    """Load a detectron2 ``.pth`` checkpoint (``weights_only=True``); :class:`CheckpointError` otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: detector checkpoint not found")
@@ -312,7 +339,11 @@ def load_model(cfg: CfgNode, weights: str | Path) -> torch.nn.Module:
     """Build the model of ``cfg`` and load ``weights`` strictly (every key must match)."""
     model = build_model(cfg)
     state = check_checkpoint(weights)["model"]
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even when not strict
+        raise CheckpointError(f"{weights}: checkpoint does not fit the model of this config "
+                              f"({str(e)[:300]})") from e
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(f"{weights}: checkpoint does not fit the model of this config "
                               f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
@@ -322,7 +353,7 @@ def load_model(cfg: CfgNode, weights: str | Path) -> torch.nn.Module:
 
 def predict(cfg: CfgNode, weights: str | Path, json_path: str | Path,
             num_threads: int = 0) -> list[dict[str, Any]]:
-    """Run the detector on every image of ``json_path``; COCO result records with the dataset's category ids."""
+    """Run the detector on every image of ``json_path``: COCO result records (dataset category ids)."""
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     cfg = cfg.clone()
@@ -337,7 +368,7 @@ def predict(cfg: CfgNode, weights: str | Path, json_path: str | Path,
     with torch.no_grad():
         for batch in tqdm(loader, desc="detector inference", unit="img"):
             outputs = model(batch)
-            for inp, out in zip(batch, outputs):
+            for inp, out in zip(batch, outputs, strict=True):
                 recs = instances_to_coco_json(out["instances"].to("cpu"), inp["image_id"])
                 for r in recs:
                     r["category_id"] = to_dataset_id[r["category_id"]]

@@ -106,8 +106,9 @@ def crf_loss(
     probability resolution if needed.
     """
     if image.shape[-2:] != student_prob.shape[-2:]:
-        image = F.interpolate(image.float(), size=student_prob.shape[-2:], mode="bilinear",
-                              align_corners=False, antialias=True)
+        image = F.interpolate(
+            image.float(), size=student_prob.shape[-2:], mode="bilinear", align_corners=False, antialias=True
+        )
     with torch.no_grad():
         start = (student_prob.detach().float() + teacher_prob.detach().float()) / 2.0
         refined = crf_refine(start, image, box_mask, iterations, sigma, clamp)

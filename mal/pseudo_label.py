@@ -163,7 +163,7 @@ class Predictor:
     def __call__(self, crops: np.ndarray, box_areas: np.ndarray) -> np.ndarray:
         from mal.models.labeler import normalize
 
-        x = normalize(torch.from_numpy(crops)).to(self.device, non_blocking=True)
+        x = normalize(torch.from_numpy(crops).to(self.device, non_blocking=True))  # uint8 over the bus
         areas = torch.as_tensor(box_areas, dtype=torch.float32, device=self.device)
         inputs = [(x, False)] + ([(x.flip(-1), True)] if self.flip_tta else [])
         total = None

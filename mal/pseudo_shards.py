@@ -3,7 +3,8 @@
 - Shard of an image: ``image_id % num_shards`` (stable across runs and machines). Annotations whose image
   id is unknown go to the shard of that id, so every annotation belongs to exactly one shard.
 - Each shard writes ``<shard_dir>/shard-IIIII-of-NNNNN.json`` atomically, then a ``.done`` marker holding
-  the input hash (boxes file bytes + checkpoint bytes + output-changing options + image root). A re-run
+  the input hash (labelling source code + boxes file bytes + checkpoint bytes + output-changing options +
+  image root + number of shards; image files by path only). A re-run
   skips shards whose marker matches; a changed input re-labels them.
 - :func:`merge_shards` rebuilds the input COCO dict in input order and checks that every input
   annotation is present exactly once, labelled or skipped-with-reason.
@@ -172,12 +173,14 @@ def label_coco(
     shard_dir: str | Path | None = None,
     merge: bool = True,
     run_missing: bool = True,
+    predictor: Any = None,
 ) -> dict[str, Any]:
     """Label a COCO boxes file (all shards, or one with ``shard_index``), then merge into ``out_path``.
 
     With ``shard_dir`` every shard is written there with a done marker and completed shards are reused;
     without it (single process) shards are kept in memory. With ``shard_index`` only that shard runs and
     nothing is merged. ``run_missing=False`` (merge only) raises instead of labelling a missing shard.
+    ``predictor`` (optional) replaces loading the checkpoint (still hashed) into a :class:`Predictor`.
     Returns the merge report (or the shard's stats for a single shard).
     """
     _check_shards(num_shards, shard_index)
@@ -187,12 +190,12 @@ def label_coco(
     if not Path(checkpoint).is_file():
         raise ValueError(f"{checkpoint}: labeler checkpoint not found")
     digest = input_hash(boxes_path, checkpoint, options, image_root, num_shards) if shard_dir else ""
-    predictor: list[Predictor] = []
+    loaded: list[Any] = [predictor] if predictor is not None else []
 
     def factory() -> Predictor:
-        if not predictor:
-            predictor.append(Predictor(checkpoint, options.which, options.flip_tta, options.device))
-        return predictor[0]
+        if not loaded:
+            loaded.append(Predictor(checkpoint, options.which, options.flip_tta, options.device))
+        return loaded[0]
 
     indices = [shard_index] if shard_index is not None else list(range(num_shards))
     results, reused = [], 0

@@ -7,11 +7,13 @@ DVC stays the single source of truth: stage names (including ``matrix``/``foreac
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-DEFAULT_GPU_STAGES = ("train_labeler", "pseudo_label", "train_detector")
+# fnmatch patterns over stage (matrix group) names: labeler training, labeling, detector training/inference
+DEFAULT_GPU_STAGES = ("train_labeler*", "pseudo_label*", "train_detector*", "evaluate*")
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,9 @@ def base_name(stage: str) -> str:
 
 
 def is_gpu_stage(stage: str, gpu_stages: Iterable[str] = DEFAULT_GPU_STAGES) -> bool:
-    """True if the stage (or its matrix group) is one of ``gpu_stages``."""
-    return base_name(stage) in set(gpu_stages)
+    """True if the stage's group name matches one of the fnmatch patterns ``gpu_stages``."""
+    name = base_name(stage)
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in gpu_stages)
 
 
 def stage_address(stage) -> str:
@@ -76,6 +79,22 @@ def stage_address(stage) -> str:
     """
     rel = stage.path_in_repo.replace(os.sep, "/")
     return stage.name if rel == "dvc.yaml" else f"{rel}:{stage.name}"
+
+
+def _absolute_target(root: str, target: str) -> str:
+    """Resolve a ``dvc repro`` target against the repo root instead of the process cwd.
+
+    ``name`` -> ``<root>/dvc.yaml:name``; ``sub/dvc.yaml:name`` -> ``<root>/sub/dvc.yaml:name``;
+    an existing path (``sub/dvc.yaml``, ``data.dvc``) -> ``<root>/<path>``.
+    """
+    if os.path.isabs(target):
+        return target
+    if os.path.exists(os.path.join(root, target)):
+        return os.path.join(root, target)
+    path, sep, name = target.rpartition(":")
+    if sep and path:
+        return f"{os.path.join(root, path)}:{name}"
+    return f"{os.path.join(root, 'dvc.yaml')}:{target}"
 
 
 def load_dag(repo_dir: str | os.PathLike = ".", targets: Sequence[str] | None = None) -> StageDag:
@@ -104,7 +123,7 @@ def load_dag(repo_dir: str | os.PathLike = ".", targets: Sequence[str] | None = 
             wanted: set = set()
             for target in targets:
                 try:
-                    collected = repo.stage.collect(target)
+                    collected = repo.stage.collect(_absolute_target(repo.root_dir, target))
                 except DvcException as exc:
                     raise ValueError(f"{os.fspath(repo_dir)}: unknown DVC target {target!r}: {exc}") from exc
                 for stage in collected:

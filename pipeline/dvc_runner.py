@@ -16,16 +16,18 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
-RAN, SKIPPED, RESTORED = "ran", "skipped", "restored"
+RAN, SKIPPED, RESTORED, PULLED = "ran", "skipped", "restored", "pulled"
 
 _RUNNING = re.compile(r"Running stage '([^']+)'")
 _SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
 _RESTORED = re.compile(r"Stage '([^']+)' is cached - skipping run")
+_PULLED = re.compile(r"Pulling data for stage: '([^']+)'")
 
 
 class DvcStageError(RuntimeError):
@@ -35,7 +37,7 @@ class DvcStageError(RuntimeError):
 @dataclass(frozen=True)
 class StageResult:
     stage: str
-    outcome: str  # RAN | SKIPPED | RESTORED
+    outcome: str  # RAN | SKIPPED | RESTORED | PULLED
     seconds: float
 
 
@@ -50,20 +52,30 @@ def dvc_executable() -> str:
     return found
 
 
-def dvc_env() -> dict[str, str]:
+def dvc_env(repo_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """The environment for ``dvc``: no analytics, unbuffered output, and the workspace first on
+    ``PYTHONPATH`` so stage scripts (``python stages/x.py``) import the workspace's ``mal`` package,
+    the code DVC hashed as the stage's dependency, not some other installed copy."""
     env = dict(os.environ)
     env.setdefault("DVC_NO_ANALYTICS", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if repo_dir is not None:
+        paths = [os.path.abspath(repo_dir), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
 
 
 def parse_outcome(stage: str, lines: Sequence[str]) -> str:
-    """Classify a ``dvc repro --single-item <stage>`` log: ran, skipped (unchanged) or restored (run-cache).
+    """Classify a ``dvc repro --single-item <stage>`` log.
+
+    ``ran`` (DVC executed the command), ``restored`` (outputs checked out from DVC's run-cache),
+    ``skipped`` (unchanged) or ``pulled`` (unchanged per dvc.lock, outputs pulled from the DVC remote;
+    ``--pull`` only). If a pull fails DVC runs the stage, and the "Running stage" line wins.
 
     Raises ``ValueError`` if the log says nothing about ``stage`` (so a silent change in DVC's wording
     cannot make every stage look "skipped").
     """
-    for pattern, outcome in ((_RUNNING, RAN), (_RESTORED, RESTORED), (_SKIPPED, SKIPPED)):
+    for pattern, outcome in ((_RUNNING, RAN), (_RESTORED, RESTORED), (_SKIPPED, SKIPPED), (_PULLED, PULLED)):
         if any(m.group(1) == stage for line in lines for m in [pattern.search(line)] if m):
             return outcome
     raise ValueError(f"dvc output does not say whether stage {stage!r} ran or was skipped")
@@ -83,7 +95,7 @@ def run_dvc(
     proc = subprocess.Popen(
         cmd,
         cwd=os.fspath(repo_dir),
-        env=dvc_env(),
+        env=dvc_env(repo_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -119,12 +131,14 @@ def repro_stage(
     force: bool = False,
     pull: bool = False,
     lock_timeout: float = -1,
+    gate: Callable[[], AbstractContextManager] | None = None,
 ) -> StageResult:
     """``dvc repro --single-item [--force] [--pull] <stage>`` under the workspace lock.
 
     ``--single-item`` because the caller has already run the upstream stages (the Prefect DAG);
     DVC still decides whether *this* stage is stale, so an unchanged stage is skipped and
-    ``dvc.lock`` is only rewritten by DVC itself.
+    ``dvc.lock`` is only rewritten by DVC itself. ``gate`` (e.g. a Prefect concurrency slot) is entered
+    *inside* the workspace lock, so a stage waiting for the workspace never holds a GPU slot.
     """
     import time
 
@@ -134,7 +148,7 @@ def repro_stage(
     if pull:
         args.append("--pull")
     args.append(stage)
-    with repro_lock(repo_dir).acquire(timeout=lock_timeout):
+    with repro_lock(repo_dir).acquire(timeout=lock_timeout), (gate or nullcontext)():
         t0 = time.monotonic()
         lines = run_dvc(args, repo_dir, log=log)
         seconds = time.monotonic() - t0

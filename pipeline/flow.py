@@ -3,8 +3,10 @@
 The flow reads the stage graph from DVC (:func:`pipeline.dag.load_dag`), submits one task per stage
 (matrix cells are separate tasks) that runs ``dvc repro --single-item <stage>`` once its upstream tasks
 completed, and returns which stages DVC ran, skipped (unchanged) or restored from its run-cache.
-GPU-heavy stages carry the tag ``mal-gpu`` (settable) so a Prefect tag concurrency limit
-(``prefect concurrency-limit create mal-gpu <n_gpus>``) caps them across all flow runs.
+GPU-heavy stages carry the tag ``mal-gpu`` (settable) and, while their ``dvc repro`` runs, hold one slot
+of the Prefect global concurrency limit of the same name
+(``prefect global-concurrency-limit create mal-gpu --limit <n_gpus>``), which caps GPU stages across all
+flow runs and workers; without that limit they are not capped.
 
 Run locally (temporary Prefect server, no API URL needed)::
 
@@ -16,15 +18,13 @@ Tunables (read from the ``prefect:`` section of ``params_file``; defaults below 
     prefect:
       retries: 1                # per stage task
       retry_delay_seconds: 30
-      gpu_tag: mal-gpu          # tag carrying the concurrency limit
-      gpu_stages: [train_labeler, pseudo_label, train_detector]
+      gpu_tag: mal-gpu          # tag of GPU stages = name of the global concurrency limit they occupy
+      gpu_stages: ["train_labeler*", "pseudo_label*", "train_detector*", "evaluate*"]  # fnmatch
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ if __package__ in (None, ""):  # loaded by path (Prefect entrypoint `pipeline/fl
 import yaml  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.concurrency.sync import concurrency  # noqa: E402
 from prefect.futures import wait  # noqa: E402
 
 from pipeline.dag import DEFAULT_GPU_STAGES, is_gpu_stage, load_dag  # noqa: E402
@@ -63,32 +65,42 @@ def load_settings(params_path: Path) -> dict[str, Any]:
     return {**DEFAULTS, **section}
 
 
-def apply_profile(params_path: Path, repo: Path) -> bool:
-    """Make ``params_path`` the workspace's ``params.yaml`` (DVC reads params from there).
-
-    Returns True if ``params.yaml`` was replaced (atomically); a no-op when it is the same file or
-    already has the same content.
-    """
-    target = repo / "params.yaml"
-    if target.exists() and (
-        target.resolve() == params_path.resolve() or target.read_bytes() == params_path.read_bytes()
-    ):
-        return False
-    tmp = target.with_name(".params.yaml.tmp")
-    shutil.copyfile(params_path, tmp)
-    os.replace(tmp, target)
-    return True
+def profile_path(profile: str, repo: Path) -> Path:
+    """A profile name (``paper`` -> ``<repo>/profiles/paper.yaml``) or a path relative to the repo."""
+    path = Path(profile)
+    if not path.suffix:
+        path = Path("profiles") / f"{profile}.yaml"
+    return path if path.is_absolute() else repo / path
 
 
-@task(name="dvc-stage")
-def dvc_stage(stage: str, repo_dir: str, force: bool = False, pull: bool = False, push: bool = False) -> dict:
+def _status_is_clean(lines: list[str]) -> bool:
+    """``dvc status --json`` output -> True iff it reports nothing (``{}``); non-JSON lines are ignored."""
+    for line in reversed(lines):
+        try:
+            return json.loads(line) == {}
+        except ValueError:
+            continue
+    return False
+
+
+@task(name="dvc-stage", cache_policy=NO_CACHE)  # staleness is DVC's call, never Prefect's input hash
+def dvc_stage(
+    stage: str,
+    repo_dir: str,
+    force: bool = False,
+    pull: bool = False,
+    push: bool = False,
+    gpu_limit: str | None = None,
+) -> dict:
     """Reproduce one DVC stage (``dvc repro --single-item``), streaming DVC's output to the Prefect log.
 
-    With ``push`` the stage outputs and DVC's run-cache go to the default DVC remote afterwards, so
-    other workers' clones restore this stage instead of re-running it.
+    ``gpu_limit``: name of a Prefect global concurrency limit; one slot is held while DVC runs (taken
+    after the workspace lock). With ``push`` the stage outputs and DVC's run-cache go to the default DVC
+    remote afterwards, so other workers' clones restore this stage instead of re-running it.
     """
     logger = get_run_logger()
-    result: StageResult = repro_stage(stage, repo_dir, log=logger.info, force=force, pull=pull)
+    gate = (lambda: concurrency(gpu_limit, occupy=1)) if gpu_limit else None
+    result: StageResult = repro_stage(stage, repo_dir, log=logger.info, force=force, pull=pull, gate=gate)
     if push:
         with repro_lock(repo_dir):
             run_dvc(["push", "--run-cache", stage], repo_dir, log=logger.info)
@@ -101,6 +113,7 @@ def mal_pipeline(
     params_file: str = "params.yaml",
     targets: list[str] | None = None,
     repo_dir: str = ".",
+    profile: str | None = None,
     force: bool = False,
     pull: bool = False,
     push: bool = False,
@@ -108,24 +121,29 @@ def mal_pipeline(
     """Run the MAL DVC pipeline (or ``targets`` + their upstream) as one Prefect task per DVC stage.
 
     Args:
-        params_file: profile to run, relative to ``repo_dir``; copied over ``params.yaml`` if it is
-            another file (e.g. ``params/paper.yaml``). Its ``prefect:`` section sets retries/tags.
+        params_file: the params file (relative to ``repo_dir``) whose ``prefect:`` section sets
+            retries, retry delay and the GPU tag; DVC itself reads ``params.yaml`` as dvc.yaml says.
         targets: DVC targets (stage, matrix group or ``stage@cell`` names); None = every stage.
         repo_dir: the DVC workspace (a git clone with ``.dvc/``).
+        profile: first switch ``params.yaml`` to this profile (``paper`` = ``profiles/paper.yaml``,
+            merged over params.yaml exactly like ``python -m mal profile paper``).
         force: pass ``--force`` to every ``dvc repro``.
         pull: ``dvc repro --pull`` (fetch missing deps/outs and run-cache entries from the DVC remote).
         push: ``dvc push --run-cache <stage>`` after each stage (share results with other workers).
 
     Returns:
-        ``{"stages": {stage: outcome}, "ran": [...], "skipped": [...], "restored": [...],
-        "seconds": {stage: s}, "dvc_status_clean": bool}``; raises if a stage failed.
+        ``{"stages": {stage: outcome}, "ran": [...], "skipped": [...], "restored": [...] (DVC run-cache),
+        "pulled": [...] (outputs pulled from the DVC remote), "failed": [...], "seconds": {stage: s},
+        "dvc_status_clean": bool}``; raises if a stage failed (the summary artifact is written first).
     """
     logger = get_run_logger()
     repo = Path(repo_dir).resolve()
-    params_path = (repo / params_file).resolve()
-    settings = load_settings(params_path)
-    if apply_profile(params_path, repo):
-        logger.info("params.yaml <- %s", params_path)
+    if profile:
+        from mal.profiles import apply_profile
+
+        apply_profile(profile_path(profile, repo), repo / "params.yaml")
+        logger.info("params.yaml switched to profile %s", profile)
+    settings = load_settings(repo / params_file)
     dag = load_dag(repo, targets)
     if not dag.stages:
         raise ValueError(f"{repo}: no DVC pipeline stages found for targets {targets}")
@@ -134,8 +152,9 @@ def mal_pipeline(
     futures = {}
     for stage in dag.order:
         tags = {"mal-dvc"}
-        if is_gpu_stage(stage, settings["gpu_stages"]):
-            tags.add(str(settings["gpu_tag"]))
+        gpu_limit = str(settings["gpu_tag"]) if is_gpu_stage(stage, settings["gpu_stages"]) else None
+        if gpu_limit:
+            tags.add(gpu_limit)
         configured = dvc_stage.with_options(
             task_run_name=stage,
             tags=tags,
@@ -143,7 +162,7 @@ def mal_pipeline(
             retry_delay_seconds=float(settings["retry_delay_seconds"]),
         )
         futures[stage] = configured.submit(
-            stage=stage, repo_dir=str(repo), force=force, pull=pull, push=push,
+            stage=stage, repo_dir=str(repo), force=force, pull=pull, push=push, gpu_limit=gpu_limit,
             wait_for=[futures[u] for u in dag.upstream[stage]],
         )
     wait(list(futures.values()))
@@ -164,12 +183,13 @@ def mal_pipeline(
     if not failed:
         status = run_dvc(["status", "--json", *(["--with-deps", *targets] if targets else [])], repo,
                          log=logger.info)
-        clean = json.loads(status[-1]) == {} if status else False
+        clean = _status_is_clean(status)
     summary: dict[str, Any] = {
         "stages": outcomes,
         "ran": [s for s, o in outcomes.items() if o == "ran"],
         "skipped": [s for s, o in outcomes.items() if o == "skipped"],
         "restored": [s for s, o in outcomes.items() if o == "restored"],
+        "pulled": [s for s, o in outcomes.items() if o == "pulled"],
         "failed": failed,
         "seconds": seconds,
         "dvc_status_clean": clean,
@@ -192,13 +212,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--params-file", default="params.yaml")
     ap.add_argument("--targets", nargs="*", default=None)
     ap.add_argument("--repo-dir", default=".")
+    ap.add_argument("--profile", default=None, help="profile name (profiles/NAME.yaml) or path")
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--pull", action="store_true")
     ap.add_argument("--push", action="store_true")
     a = ap.parse_args(argv)
     return mal_pipeline(
         params_file=a.params_file, targets=a.targets or None, repo_dir=a.repo_dir,
-        force=a.force, pull=a.pull, push=a.push,
+        profile=a.profile, force=a.force, pull=a.pull, push=a.push,
     )
 
 

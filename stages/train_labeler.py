@@ -4,18 +4,23 @@
     torchrun --nproc_per_node 8 stages/train_labeler.py --params params.yaml --labeler vit_mae_base
 
 Reads data/prepared/train_boxes.json (boxes only, the labeler never sees train masks) and val_gt.json;
-writes models/labeler/<name>/checkpoint.pt, metrics/train_labeler/<name>.json and the dvclive curves in
-dvclive/train_labeler/<name>/. A killed run resumes from runs/labeler/<name>/state.pt.
+writes (labeler.paths) models/labeler/<name>/checkpoint.pt, metrics/train_labeler/<name>.json and the
+dvclive curves in metrics/train_labeler/<name>_plots/plots/metrics/*.tsv. A killed run resumes from
+.work/train_labeler/<name>/state.pt when its config and data are unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
+# OpenMP threads that spin while waiting make torch up to 5x slower on a CPU shared with other
+# processes (measured on the 2-core demo machine); sleeping waiters cost little otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mal.coco_io import load_coco, write_json_atomic  # noqa: E402
@@ -24,8 +29,13 @@ from mal.engine.data import box_records  # noqa: E402
 from mal.engine.train import dist_cleanup, train_labeler  # noqa: E402
 from mal.params import load_params  # noqa: E402
 
-DEFAULT_PATHS = {"models_dir": "models/labeler", "metrics_dir": "metrics/train_labeler",
-                 "live_dir": "dvclive/train_labeler", "state_dir": "runs/labeler"}
+# labeler.paths (each may contain {labeler}); these are the defaults
+DEFAULT_PATHS = {
+    "checkpoint": "models/labeler/{labeler}/checkpoint.pt",  # DVC out (its folder)
+    "metrics": "metrics/train_labeler/{labeler}.json",  # DVC metrics
+    "plots_dir": "metrics/train_labeler/{labeler}_plots",  # dvclive dir: curves in plots/metrics/*.tsv
+    "state": ".work/train_labeler/{labeler}/state.pt",  # resumable run state (git-ignored, not a DVC out)
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     models = lab.get("models") or {}
     if args.labeler not in models:
         raise SystemExit(f"{args.params}: labeler.models has no '{args.labeler}' (have: {sorted(models)})")
-    paths = {**DEFAULT_PATHS, **(lab.get("paths") or {})}
+    unknown = sorted(set(lab.get("paths") or {}) - set(DEFAULT_PATHS))
+    if unknown:
+        raise SystemExit(
+            f"{args.params}: labeler.paths: unknown keys {unknown} (known: {sorted(DEFAULT_PATHS)})"
+        )
+    paths = {
+        k: Path(v.format(labeler=args.labeler))
+        for k, v in {**DEFAULT_PATHS, **(lab.get("paths") or {})}.items()
+    }
     data = params["data"]
     prepared = Path(data["out_dir"])
     train_json, val_json = prepared / "train_boxes.json", prepared / "val_gt.json"
@@ -51,23 +69,35 @@ def main(argv: list[str] | None = None) -> int:
     val_records = None
     if val_json.is_file():
         val_coco, _ = load_coco(val_json)
-        val_records = box_records(val_coco, val_json, lambda a: not a.get("iscrowd", 0) and "segmentation" in a)
+        val_records = box_records(
+            val_coco, val_json, lambda a: not a.get("iscrowd", 0) and "segmentation" in a
+        )
         val_records = val_records or None
-    logging.info("labeler %s: %d training boxes (of %d), %d val boxes with masks", args.labeler,
-                 len(train_records), len(train_coco["annotations"]), len(val_records or []))
+    logging.info(
+        "labeler %s: %d training boxes (of %d), %d val boxes with masks",
+        args.labeler,
+        len(train_records),
+        len(train_coco["annotations"]),
+        len(val_records or []),
+    )
 
     t0 = time.time()
     metrics = train_labeler(
-        models[args.labeler], lab.get("train") or {}, train_records, val_records,
-        out_checkpoint=Path(paths["models_dir"]) / args.labeler / "checkpoint.pt",
-        state_path=Path(paths["state_dir"]) / args.labeler / "state.pt",
-        live_dir=Path(paths["live_dir"]) / args.labeler,
-        seed=int(params.get("seed", 0)), resume=not args.no_resume)
+        models[args.labeler],
+        lab.get("train") or {},
+        train_records,
+        val_records,
+        out_checkpoint=paths["checkpoint"],
+        state_path=paths["state"],
+        live_dir=paths["plots_dir"],
+        seed=int(params.get("seed", 0)),
+        resume=not args.no_resume,
+    )
     if metrics:  # rank 0
         metrics["labeler"] = args.labeler
         metrics["train_boxes"] = len(train_records)
         metrics["stage_seconds"] = round(time.time() - t0, 1)
-        write_json_atomic(Path(paths["metrics_dir"]) / f"{args.labeler}.json", metrics, indent=2)
+        write_json_atomic(paths["metrics"], metrics, indent=2)
         logging.info("metrics: %s", metrics)
     dist_cleanup()
     return 0

@@ -1,9 +1,11 @@
-"""Shared helpers for the pseudo-label tests: a tiny random labeler checkpoint, fake predictors, tiny COCO sets."""
+"""Helpers for the pseudo-label tests: a tiny random labeler checkpoint, fake predictors, tiny COCO sets."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,9 @@ def tiny_checkpoint() -> Path:
     torch.manual_seed(0)
     student = build_labeler(TINY_CFG)
     teacher = build_labeler(TINY_CFG)
-    path = Path(tempfile.mkdtemp(prefix="mal_tiny_ckpt_")) / "checkpoint.pt"
+    tmp = tempfile.mkdtemp(prefix="mal_tiny_ckpt_")
+    atexit.register(shutil.rmtree, tmp, True)
+    path = Path(tmp) / "checkpoint.pt"
     save_checkpoint(path, student, teacher, TINY_CFG, {"epoch": 1})
     return path
 
@@ -43,18 +47,25 @@ class ConstPredictor:
         return np.full((len(crops), self.mask_size, self.mask_size), self.value, np.float32)
 
 
-def write_coco(root: Path, images: list[dict[str, Any]], annotations: list[dict[str, Any]],
-               name: str = "boxes.json") -> Path:
+def write_coco(
+    root: Path, images: list[dict[str, Any]], annotations: list[dict[str, Any]], name: str = "boxes.json"
+) -> Path:
     """Write a COCO boxes file (one category) to ``root/name``."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / name
-    path.write_text(json.dumps({"images": images, "annotations": annotations,
-                                "categories": [{"id": 1, "name": "thing"}]}))
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]})
+    )
     return path
 
 
-def save_image(root: Path, image_id: int, array: np.ndarray | None = None, mode: str = "RGB",
-               size: tuple[int, int] = (40, 30)) -> dict[str, Any]:
+def save_image(
+    root: Path,
+    image_id: int,
+    array: np.ndarray | None = None,
+    mode: str = "RGB",
+    size: tuple[int, int] = (40, 30),
+) -> dict[str, Any]:
     """Save an image (``size`` = (w, h)) in PIL ``mode`` and return its COCO image record."""
     name = f"im{image_id}"
     w, h = size
@@ -63,7 +74,7 @@ def save_image(root: Path, image_id: int, array: np.ndarray | None = None, mode:
         array = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
     img = Image.fromarray(array)
     if mode == "I;16":
-        img = Image.fromarray((array[..., 0].astype(np.uint16) * 257))
+        img = Image.fromarray(array[..., 0].astype(np.uint16) * 257)
     elif mode != "RGB":
         img = img.convert(mode)
     ext = ".jpg" if mode == "CMYK" else ".png"
@@ -73,5 +84,12 @@ def save_image(root: Path, image_id: int, array: np.ndarray | None = None, mode:
 
 
 def ann(ann_id: int, image_id: int, bbox: list[float], **extra: Any) -> dict[str, Any]:
-    return {"id": ann_id, "image_id": image_id, "category_id": 1, "bbox": bbox, "iscrowd": 0,
-            "area": float(bbox[2] * bbox[3]) if len(bbox) == 4 else 0.0, **extra}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "bbox": bbox,
+        "iscrowd": 0,
+        "area": float(bbox[2] * bbox[3]) if len(bbox) == 4 else 0.0,
+        **extra,
+    }

@@ -42,7 +42,9 @@ def test_crop_identity_is_exact():
 def test_crop_wraps_around_outside_the_image():
     img = np.random.default_rng(1).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
     out = crop_and_resize(img, (-4, -2, 4, 6), 8)
-    expected = np.take(np.take(img, np.arange(-2, 6), axis=0, mode="wrap"), np.arange(-4, 4), axis=1, mode="wrap")
+    expected = np.take(
+        np.take(img, np.arange(-2, 6), axis=0, mode="wrap"), np.arange(-4, 4), axis=1, mode="wrap"
+    )
     assert np.array_equal(out, expected)
     assert np.array_equal(out[2:, 4:], img[0:6, 0:4])  # the part inside the image is the image
     assert np.array_equal(out[2:, :4], img[0:6, 4:8])  # left of the image: the right edge, wrapped

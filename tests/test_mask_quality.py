@@ -18,15 +18,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_summarize_class_average_differs_from_instance_average() -> None:
-    recs = [{"category_id": 1, "gt_area": 100, "iou": 1.0}] * 3 + [{"category_id": 2, "gt_area": 5000, "iou": 0.0}]
+    recs = [{"category_id": 1, "gt_area": 100, "iou": 1.0}] * 3 + [
+        {"category_id": 2, "gt_area": 5000, "iou": 0.0}
+    ]
     s = summarize(recs, {1: "a", 2: "b"})
     assert s["miou"] == pytest.approx(0.5)  # mean of per-class means
     assert s["miou_instance"] == pytest.approx(0.75)
     assert s["miou_small"] == pytest.approx(1.0) and s["miou_medium"] == pytest.approx(0.0)
     assert s["miou_large"] is None
     assert s["per_class"] == {"a": {"miou": 1.0, "count": 3}, "b": {"miou": 0.0, "count": 1}}
-    edge = summarize([{"category_id": 1, "gt_area": 32**2, "iou": 0.3},
-                      {"category_id": 1, "gt_area": 96**2, "iou": 0.9}], {})
+    edge = summarize(
+        [{"category_id": 1, "gt_area": 32**2, "iou": 0.3}, {"category_id": 1, "gt_area": 96**2, "iou": 0.9}],
+        {},
+    )
     assert edge["miou_medium"] == pytest.approx(0.3) and edge["miou_large"] == pytest.approx(0.9)
     assert summarize([], {})["miou"] is None
 
@@ -42,8 +46,9 @@ def _boxes_as_pred(gt: dict) -> dict:
 
 def test_gt_vs_itself_is_one_and_box_pred_equals_box_baseline(shapes_dir: Path, tmp_path: Path) -> None:
     gt = json.loads((shapes_dir / "train_gt.json").read_text())
-    r = evaluate_masks(gt, gt, image_root=shapes_dir, overlay_dir=tmp_path / "ov", num_overlays=2,
-                       show_progress=False)
+    r = evaluate_masks(
+        gt, gt, image_root=shapes_dir, overlay_dir=tmp_path / "ov", num_overlays=2, show_progress=False
+    )
     assert r["miou"] == pytest.approx(1.0) and r["miou_instance"] == pytest.approx(1.0)
     assert r["num_instances"] == len(gt["annotations"])
     assert set(r["baselines"]) == {"box", "grabcut"}
@@ -82,7 +87,9 @@ def test_grabcut_finds_a_disc_and_falls_back_on_flat_images() -> None:
     iou = (full.astype(bool) & disc).sum() / (full.astype(bool) | disc).sum()
     assert iou > 0.8
     flat = np.full((64, 64, 3), 100, np.uint8)
-    assert grabcut_mask(flat, [0, 0, 64, 64])[0] is None  # no background outside the box: fails, caller falls back
+    assert (
+        grabcut_mask(flat, [0, 0, 64, 64])[0] is None
+    )  # no background outside the box: fails, caller falls back
     assert grabcut_mask(flat, [10, 10, 0, 5])[0] is None
 
 
@@ -93,10 +100,17 @@ def test_mask_quality_stage(shapes_dir: Path, tmp_path: Path) -> None:
     a["segmentation"] = encode_mask(np.zeros((gt["images"][0]["height"], gt["images"][0]["width"]), np.uint8))
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "pseudo.json").write_text(json.dumps(pred))
-    params = {"mask_quality": {
-        "pseudo_json": str(tmp_path / "{labeler}" / "pseudo.json"), "gt_json": str(shapes_dir / "train_gt.json"),
-        "metrics": str(tmp_path / "m" / "{labeler}.json"), "overlay_dir": str(tmp_path / "ov" / "{labeler}"),
-        "num_overlays": 1, "baselines": ["box", "grabcut"], "grabcut_iterations": 2}}
+    params = {
+        "mask_quality": {
+            "pseudo_json": str(tmp_path / "{labeler}" / "pseudo.json"),
+            "gt_json": str(shapes_dir / "train_gt.json"),
+            "metrics": str(tmp_path / "m" / "{labeler}.json"),
+            "overlay_dir": str(tmp_path / "ov" / "{labeler}"),
+            "num_overlays": 1,
+            "baselines": ["box", "grabcut"],
+            "grabcut_iterations": 2,
+        }
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     spec = importlib.util.spec_from_file_location("stage_mq", REPO / "stages" / "mask_quality.py")
     mod = importlib.util.module_from_spec(spec)

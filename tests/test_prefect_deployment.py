@@ -2,8 +2,8 @@
 
 Starts `prefect server` on a free 127.0.0.1 port, creates a process work pool and a tag concurrency limit,
 deploys `mal-pipeline-local` from prefect.yaml, runs it through a real worker on a tiny DVC repo (the real
-`prepare` stage on a small `shapes` profile + a matrix of cheap stages), checks the outputs, dvc.lock and
-`dvc status`, then runs the deployment again and checks DVC skipped every stage.
+`prepare` stage + a matrix of cheap stages; the run switches params.yaml to a tiny `shapes` profile),
+checks the outputs, dvc.lock and `dvc status`, then runs it again and checks DVC skipped every stage.
 """
 
 from __future__ import annotations
@@ -81,16 +81,19 @@ def _make_repo(repo: Path, env: dict) -> None:
     prepare = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]
     stages = {"prepare": prepare, **yaml.safe_load(CHEAP_STAGES)}
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(dataset="shapes", out_dir="data/prepared", shapes=SHAPES)
-    params["prefect"] = {"retries": 0, "retry_delay_seconds": 1, "gpu_stages": ["train_detector"]}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy(ROOT / "params.yaml", repo / "params.yaml")  # the default (nuclei) profile ...
+    profile = {  # ... switched by the flow's `profile` parameter to a tiny shapes profile
+        "data": {"dataset": "shapes", "out_dir": "data/prepared", "shapes": SHAPES},
+        "prefect": {"retries": 0, "retry_delay_seconds": 1, "gpu_stages": ["train_detector"]},
+    }
+    (repo / "profiles").mkdir()
+    (repo / "profiles" / "ci.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     _run(["git", "init", "-q"], repo, env)
     _run([str(BIN / "dvc"), "init", "-q"], repo, env)
     _run([str(BIN / "dvc"), "config", "core.analytics", "false"], repo, env)
 
 
-def _deploy(repo: Path, env: dict) -> None:
+def _deploy(repo: Path, env: dict, name: str = "mal-pipeline-local") -> None:
     """`prefect deploy` from prefect.yaml.
 
     Known issue (prefect 3.8.8 client + fastapi 0.154 server): after creating the deployment, the CLI's
@@ -98,7 +101,7 @@ def _deploy(repo: Path, env: dict) -> None:
     *after* "successfully created". Only that exact failure is tolerated; the caller then checks the
     deployment through the API.
     """
-    cmd = [str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "mal-pipeline-local"]
+    cmd = [str(BIN / "prefect"), "--no-prompt", "deploy", "--name", name]
     proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=180)
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
@@ -109,7 +112,7 @@ def _deploy(repo: Path, env: dict) -> None:
 def _flow_run(url: str, env: dict, repo: Path) -> tuple[dict, dict, str]:
     """Create a run of the deployment, let a worker execute it; return (flow run, summary, logs)."""
     dep = _api(url, "/deployments/name/mal-pipeline/mal-pipeline-local")
-    run = _api(url, f"/deployments/{dep['id']}/create_flow_run", {})
+    run = _api(url, f"/deployments/{dep['id']}/create_flow_run", {"parameters": {"profile": "ci"}})
     _run([str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--run-once"],
          repo, env, timeout=240)
     deadline = time.monotonic() + 60
@@ -125,6 +128,19 @@ def _flow_run(url: str, env: dict, repo: Path) -> tuple[dict, dict, str]:
     logs = _api(url, "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200})
     text = "\n".join(entry["message"] for entry in logs)
     return fr, {r["stage"]: r["outcome"] for r in rows}, text
+
+
+def _gpu_slot_events(url: str, wait: float = 20) -> set[str]:
+    """Phases (acquired/released) of concurrency-limit events on `mal-gpu` the server has stored."""
+    deadline = time.monotonic() + wait
+    while True:
+        page = _api(url, "/events/filter", {"filter": {"event": {"prefix": ["prefect.concurrency-limit."]}},
+                                            "limit": 50})
+        phases = {e["event"].rsplit(".", 1)[-1] for e in page["events"]
+                  if e["resource"].get("prefect.resource.name") == "mal-gpu"}
+        if {"acquired", "released"} <= phases or time.monotonic() > deadline:
+            return phases
+        time.sleep(1)
 
 
 @pytest.mark.timeout(420)
@@ -144,7 +160,6 @@ def test_prefect_deployment_runs_dvc_stages_then_skips_them(tmp_path: Path) -> N
         DVC_NO_ANALYTICS="1",
         MAL_REPO_DIR=str(repo),
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        PYTHONPATH=str(repo),
     )
     _make_repo(repo, env)
 
@@ -167,13 +182,28 @@ def test_prefect_deployment_runs_dvc_stages_then_skips_them(tmp_path: Path) -> N
 
         prefect = str(BIN / "prefect")
         _run([prefect, "work-pool", "create", POOL, "--type", "process"], repo, env)
-        _run([prefect, "concurrency-limit", "create", "mal-gpu", "1"], repo, env)
+        _run([prefect, "global-concurrency-limit", "create", "mal-gpu", "--limit", "1"], repo, env)
         _deploy(repo, env)
         dep = _api(url, "/deployments/name/mal-pipeline/mal-pipeline-local")
         assert dep["entrypoint"] == "pipeline/flow.py:mal_pipeline"
         assert dep["work_pool_name"] == POOL
         assert dep["pull_steps"] == [{"prefect.deployments.steps.set_working_directory":
                                       {"directory": str(repo)}}]  # {{ $MAL_REPO_DIR }} at deploy time
+
+        # The GPU deployment of prefect.yaml deploys too, onto a Kubernetes pool with our GPU template.
+        _run([prefect, "work-pool", "create", "mal-gpu-pool", "--type", "kubernetes", "--base-job-template",
+              str(repo / "pipeline" / "work_pools" / "kubernetes-gpu.json")], repo, env)
+        gpu_env = {**env, "MAL_GIT_URL": "https://git.example.org/mal.git", "MAL_GIT_BRANCH": "main",
+                   "MAL_IMAGE": "registry.example.org/mal:gpu"}
+        _deploy(repo, gpu_env, "mal-pipeline")
+        gpu = _api(url, "/deployments/name/mal-pipeline/mal-pipeline")
+        assert gpu["work_pool_name"] == "mal-gpu-pool"
+        assert gpu["job_variables"]["image"] == "registry.example.org/mal:gpu"
+        assert gpu["job_variables"]["gpu_count"] == 1
+        clone = gpu["pull_steps"][0]["prefect.deployments.steps.git_clone"]
+        assert clone["repository"] == "https://git.example.org/mal.git" and clone["branch"] == "main"
+        assert gpu["parameters"] == {"params_file": "params.yaml", "repo_dir": ".", "pull": True,
+                                     "push": True}
 
         # First run: every stage runs, outputs exist, dvc.lock true, dvc status clean.
         fr, outcomes, logs = _flow_run(url, env, repo)
@@ -191,12 +221,22 @@ def test_prefect_deployment_runs_dvc_stages_then_skips_them(tmp_path: Path) -> N
         status = _run([str(BIN / "dvc"), "status", "--json"], repo, env)
         assert json.loads(status.strip().splitlines()[-1]) == {}, status
 
-        # Second run: DVC skips every stage, nothing is rewritten.
+        # The GPU stage held a slot of the `mal-gpu` global concurrency limit, and gave it back.
+        assert _gpu_slot_events(url) >= {"acquired", "released"}
+        assert _api(url, "/v2/concurrency_limits/mal-gpu")["active_slots"] == 0
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        assert params["data"]["dataset"] == "shapes" and params["data"]["shapes"] == SHAPES
+
+        # Second run (profile applied again: a no-op): DVC skips every stage, nothing is rewritten.
         mtimes = {p: p.stat().st_mtime_ns for p in [repo / "summary.json", *prepared.glob("*.json")]}
         fr2, outcomes2, logs2 = _flow_run(url, env, repo)
         assert fr2["state"]["type"] == "COMPLETED", f"{fr2['state']}\n{logs2[-4000:]}"
         assert outcomes2 == dict.fromkeys(stages, "skipped"), logs2[-4000:]
         assert "Running stage" not in logs2
+        runs = _api(url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [fr2["id"]]}}})
+        tags = {r["name"]: set(r["tags"]) for r in runs}
+        assert set(tags) == stages, tags
+        assert all(("mal-gpu" in t) == s.startswith("train_detector") for s, t in tags.items()), tags
         assert (repo / "dvc.lock").read_text() == lock
         assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
         status = _run([str(BIN / "dvc"), "status", "--json"], repo, env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -23,7 +24,9 @@ def test_label_coco_every_box_out_in_input_order(shapes_dir: Path, tmp_path: Pat
     src = tmp_path / "boxes.json"
     src.write_text(json.dumps(coco))
     out = tmp_path / "out.json"
-    report = label_coco(src, tiny_checkpoint(), out, LabelOptions(threshold=0.5, **QUIET), image_root=shapes_dir)
+    report = label_coco(
+        src, tiny_checkpoint(), out, LabelOptions(threshold=0.5, **QUIET), image_root=shapes_dir
+    )
     res = json.loads(out.read_text())
     assert [a["id"] for a in res["annotations"]] == [a["id"] for a in coco["annotations"]]
     assert res["images"] == coco["images"] and res["categories"] == coco["categories"]
@@ -33,8 +36,10 @@ def test_label_coco_every_box_out_in_input_order(shapes_dir: Path, tmp_path: Pat
     ims = {im["id"]: im for im in res["images"]}
     for a in res["annotations"]:
         seg = a["segmentation"]
-        assert isinstance(seg["counts"], str) and seg["size"] == [ims[a["image_id"]]["height"],
-                                                                  ims[a["image_id"]]["width"]]
+        assert isinstance(seg["counts"], str) and seg["size"] == [
+            ims[a["image_id"]]["height"],
+            ims[a["image_id"]]["width"],
+        ]
         assert a["area"] == rle_area(seg) > 0
         assert a["mal"]["source"] in ("labeler", "box_fallback")
         # masks never leave the prompt box
@@ -51,19 +56,20 @@ def test_which_and_flip_options_run(shapes_dir: Path, which: str, flip: bool) ->
     assert res["stats"]["source_labeler"] == len(coco["annotations"])  # threshold 0: never empty
 
 
-def test_average_is_mean_of_student_and_teacher(shapes_dir: Path) -> None:
-    coco = load_boxes(shapes_dir / "train_boxes.json")
+def test_average_is_mean_of_student_and_teacher_and_flip_tta_is_flip_equivariant() -> None:
     crops = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
     areas = np.array([100.0, 2000.0, 20000.0], np.float32)
-    ps = Predictor(tiny_checkpoint(), "student")(crops, areas)
-    pt = Predictor(tiny_checkpoint(), "teacher")(crops, areas)
-    pa = Predictor(tiny_checkpoint(), "average")(crops, areas)
+    avg = Predictor(tiny_checkpoint(), "average")
+    student, teacher = copy.copy(avg), copy.copy(avg)
+    student.models, teacher.models = avg.models[:1], avg.models[1:]  # no second load
+    ps, pt, pa = student(crops, areas), teacher(crops, areas), avg(crops, areas)
     assert ps.shape == (3, 8, 8) and not np.allclose(ps, pt)
     np.testing.assert_allclose(pa, (ps + pt) / 2, atol=1e-5)
-    flip = Predictor(tiny_checkpoint(), "student", flip_tta=True)(crops[:, :, ::-1].copy(), areas)
-    np.testing.assert_allclose(flip, Predictor(tiny_checkpoint(), "student", flip_tta=True)(crops, areas)[:, :, ::-1],
-                               atol=1e-5)
-    assert coco  # fixture used
+    flip_tta = copy.copy(student)
+    flip_tta.flip_tta = True
+    pf = flip_tta(crops, areas)
+    assert not np.allclose(pf, ps)
+    np.testing.assert_allclose(flip_tta(crops[:, :, ::-1].copy(), areas), pf[:, :, ::-1], atol=1e-5)
 
 
 def test_constant_predictions_give_box_masks_or_flagged_fallbacks(tmp_path: Path) -> None:
@@ -82,7 +88,9 @@ def test_constant_predictions_give_box_masks_or_flagged_fallbacks(tmp_path: Path
     for a in anns:
         got = res["annotations"][a["id"]]
         assert got["mal"] == {"source": "box_fallback", "reason": "empty_prediction"}
-        assert got["segmentation"] == box_rle(a["bbox"], 40, 50) and got["area"] == rle_area(got["segmentation"])
+        assert got["segmentation"] == box_rle(a["bbox"], 40, 50) and got["area"] == rle_area(
+            got["segmentation"]
+        )
     assert res["stats"]["fallback_empty_prediction"] == 2
 
 
@@ -93,3 +101,20 @@ def test_batches_fill_across_images(tmp_path: Path) -> None:
     pred = ConstPredictor(1.0)
     label_images(load_boxes(path), path, pred, LabelOptions(threshold=0.5, show_progress=False, batch_size=4))
     assert pred.calls == [4, 4, 1]
+
+
+def test_dataloader_workers_give_identical_output(tmp_path: Path) -> None:
+    ims = [save_image(tmp_path, i, size=(30, 30)) for i in (1, 2, 3, 4)]
+    anns = [ann(10 * i + k, i, [2 + 5 * k, 3, 4, 6]) for i in (1, 2, 3, 4) for k in range(2)]
+    path = write_coco(tmp_path, ims, anns)
+    coco = load_boxes(path)
+    res = [
+        label_images(
+            coco,
+            path,
+            ConstPredictor(0.7, mask_size=16),
+            LabelOptions(threshold=0.5, show_progress=False, batch_size=3, num_workers=n),
+        )
+        for n in (0, 2)
+    ]
+    assert res[0]["annotations"] == res[1]["annotations"] and len(res[0]["annotations"]) == 8

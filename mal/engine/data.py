@@ -47,8 +47,9 @@ def box_records(coco: dict[str, Any], json_path: str | Path, keep: Any = None) -
             continue
         im = images.get(ann["image_id"])
         if im is None:
-            raise ValueError(f"{json_path}: annotation id={ann['id']}: field 'image_id' "
-                             f"{ann['image_id']} names no image")
+            raise ValueError(
+                f"{json_path}: annotation id={ann['id']}: field 'image_id' {ann['image_id']} names no image"
+            )
         out.append({"ann": ann, "image": im, "path": str(image_path(json_path, im))})
     return out
 
@@ -95,8 +96,17 @@ class BoxCropDataset(Dataset):
     ``box_area``, ``crop`` (x0, y0, x1, y1 of the 1.3x window), ``index``.
     """
 
-    def __init__(self, records: list[dict[str, Any]], crop_size: int, mask_size: int, train: bool,
-                 seed: int = 0, aug: dict[str, Any] | None = None, expand: float = 1.3, image_cache: int = 256):
+    def __init__(
+        self,
+        records: list[dict[str, Any]],
+        crop_size: int,
+        mask_size: int,
+        train: bool,
+        seed: int = 0,
+        aug: dict[str, Any] | None = None,
+        expand: float = 1.3,
+        image_cache: int = 256,
+    ):
         self.records = records
         self.crop_size, self.mask_size = int(crop_size), int(mask_size)
         self.train, self.seed, self.expand = bool(train), int(seed), float(expand)
@@ -134,9 +144,13 @@ class BoxCropDataset(Dataset):
         if not self.train:
             crop = expand_box_fixed(box, self.expand)
             pix = crop_and_resize(image, crop, self.crop_size)
-            return {"image": normalize(pix)[0], "box_mask": torch.from_numpy(box_mask_in_crop(box, crop,
-                    self.mask_size))[None], "box_area": torch.tensor(area), "crop": torch.tensor(crop),
-                    "index": index}
+            return {
+                "image": normalize(pix)[0],
+                "box_mask": torch.from_numpy(box_mask_in_crop(box, crop, self.mask_size))[None],
+                "box_area": torch.tensor(area),
+                "crop": torch.tensor(crop),
+                "index": index,
+            }
         rng = np.random.default_rng([self.seed, self.epoch, index])
         crop = expand_box_random(box, rng, self.aug["max_margin"])
         teacher = crop_and_resize(image, crop, self.crop_size)
@@ -145,5 +159,10 @@ class BoxCropDataset(Dataset):
             teacher = np.ascontiguousarray(teacher[:, ::-1])
             mask = np.ascontiguousarray(mask[:, ::-1])
         student = photometric(teacher, rng, self.aug)
-        return {"student": normalize(student)[0], "teacher": normalize(teacher)[0],
-                "box_mask": torch.from_numpy(mask)[None], "box_area": torch.tensor(area), "index": index}
+        return {
+            "student": normalize(student)[0],
+            "teacher": normalize(teacher)[0],
+            "box_mask": torch.from_numpy(mask)[None],
+            "box_area": torch.tensor(area),
+            "index": index,
+        }

@@ -33,8 +33,9 @@ def gt_rle(ann: dict[str, Any], height: int, width: int) -> dict[str, Any]:
     return rle
 
 
-def window_prediction(prob: torch.Tensor, crop: tuple[float, float, float, float], box: list[float],
-                      height: int, width: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def window_prediction(
+    prob: torch.Tensor, crop: tuple[float, float, float, float], box: list[float], height: int, width: int
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Resample ``prob`` (``M x M`` over the crop window) onto image pixels, times the box.
 
     Returns ``(probs h x w float32, (u0, v0, u1, v1))``: the window clipped to the image.
@@ -47,8 +48,9 @@ def window_prediction(prob: torch.Tensor, crop: tuple[float, float, float, float
     gx = torch.from_numpy(2.0 * (us - cx0) / (cx1 - cx0) - 1.0)
     gy = torch.from_numpy(2.0 * (vs - cy0) / (cy1 - cy0) - 1.0)
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None]
-    out = F.grid_sample(prob[None, None].float().cpu(), grid, mode="bilinear", padding_mode="border",
-                        align_corners=False)[0, 0].numpy()
+    out = F.grid_sample(
+        prob[None, None].float().cpu(), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )[0, 0].numpy()
     x, y, w, h = box
     inside_x = (us >= x) & (us < x + w)
     inside_y = (vs >= y) & (vs < y + h)
@@ -73,14 +75,20 @@ def summarize(ious: list[float], cats: list[int]) -> tuple[float, float]:
     if not ious:
         return float("nan"), float("nan")
     per_cat: dict[int, list[float]] = defaultdict(list)
-    for iou, c in zip(ious, cats):
+    for iou, c in zip(ious, cats, strict=True):
         per_cat[c].append(iou)
     return float(np.mean([np.mean(v) for v in per_cat.values()])), float(np.mean(ious))
 
 
 @torch.no_grad()
-def evaluate_labeler(model: nn.Module, dataset: Any, threshold: float = 0.5, batch_size: int = 32,
-                     device: str | torch.device = "cpu", progress: bool = False) -> dict[str, float]:
+def evaluate_labeler(
+    model: nn.Module,
+    dataset: Any,
+    threshold: float = 0.5,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict[str, float]:
     """mIoU of ``model`` on a val :class:`~mal.engine.data.BoxCropDataset` (``train=False``) whose
     records carry GT ``segmentation``. Returns ``val_miou``, ``val_miou_instance``, ``val_miou_box``
     (box-as-mask baseline, class-averaged), ``val_boxes``."""
@@ -102,4 +110,9 @@ def evaluate_labeler(model: nn.Module, dataset: Any, threshold: float = 0.5, bat
             cats.append(int(ann["category_id"]))
     miou, miou_inst = summarize(ious, cats)
     box_miou, _ = summarize(box_ious, cats)
-    return {"val_miou": miou, "val_miou_instance": miou_inst, "val_miou_box": box_miou, "val_boxes": len(ious)}
+    return {
+        "val_miou": miou,
+        "val_miou_instance": miou_inst,
+        "val_miou_box": box_miou,
+        "val_boxes": len(ious),
+    }

@@ -50,7 +50,9 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "crf_clamp": [0.1, 0.9],
     "val_threshold": 0.5,
     "val_every": 1,
+    "val_max_boxes": 0,  # 0 = every val box; else an evenly spaced subset (large sets, e.g. COCO)
     "num_workers": 0,
+    "num_threads": 0,  # torch CPU threads; 0 = torch default
     "image_cache": 256,
     "amp": True,  # used only on CUDA
     "aug": {},
@@ -96,8 +98,13 @@ def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "python": [int(random.getstate()[0]), list(random.getstate()[1]), random.getstate()[2]],
     }
     if torch.cuda.is_available():
@@ -127,8 +134,15 @@ def fingerprint(*objs: Any) -> str:
 
 
 # ---------------------------------------------------------------- one step
-def train_step(student: torch.nn.Module, teacher: torch.nn.Module, batch: dict[str, torch.Tensor],
-               step: int, cfg: dict[str, Any], device: torch.device, use_amp: bool) -> dict[str, torch.Tensor]:
+def train_step(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    step: int,
+    cfg: dict[str, Any],
+    device: torch.device,
+    use_amp: bool,
+) -> dict[str, torch.Tensor]:
     """Forward + losses for one batch (no optimiser). Returns ``loss`` (with grad) and detached parts."""
     s_img = batch["student"].to(device, non_blocking=True)
     t_img = batch["teacher"].to(device, non_blocking=True)
@@ -141,10 +155,12 @@ def train_step(student: torch.nn.Module, teacher: torch.nn.Module, batch: dict[s
     p_s = torch.sigmoid(s_logits.float())
     p_t = torch.sigmoid(t_logits.float())
     mil = mil_loss(p_s, box).mean()
-    image_small = F.interpolate(s_img.float(), size=p_s.shape[-2:], mode="bilinear", align_corners=False,
-                                antialias=True)
-    crf, _ = crf_loss(p_s, p_t, image_small, box, cfg["crf_iterations"], cfg["crf_sigma"],
-                      tuple(cfg["crf_clamp"]))
+    image_small = F.interpolate(
+        s_img.float(), size=p_s.shape[-2:], mode="bilinear", align_corners=False, antialias=True
+    )
+    crf, _ = crf_loss(
+        p_s, p_t, image_small, box, cfg["crf_iterations"], cfg["crf_sigma"], tuple(cfg["crf_clamp"])
+    )
     crf = crf.mean()
     w_mil = cfg["mil_weight"] * ramp(step, cfg["mil_warmup_steps"])
     w_crf = cfg["crf_weight"] * ramp(step, cfg["crf_warmup_steps"])
@@ -173,27 +189,52 @@ def train_labeler(
     ``stop_after_epoch``: return after that many epochs as if killed (for tests).
     """
     model_cfg, cfg = resolve_cfg(model_cfg), resolve_train_cfg(train_cfg)
+    if int(cfg["num_threads"]) > 0:
+        torch.set_num_threads(int(cfg["num_threads"]))
     rank, world, device = dist_setup()
     use_amp = bool(cfg["amp"]) and device.type == "cuda"
     if cfg["batch_size"] % world:
-        raise ValueError(f"labeler.train.batch_size {cfg['batch_size']} is not divisible by {world} processes")
+        raise ValueError(
+            f"labeler.train.batch_size {cfg['batch_size']} is not divisible by {world} processes"
+        )
     per_rank = cfg["batch_size"] // world
     if not train_records:
         raise ValueError("labeler training: no training boxes (check data.min_train_box_* params)")
-    run_id = fingerprint(model_cfg, cfg, seed, world, [r["ann"]["id"] for r in train_records])
+    boxes = [(r["ann"]["id"], r["ann"]["bbox"], r["path"]) for r in train_records]
+    run_id = fingerprint(model_cfg, cfg, seed, world, boxes)
 
     seed_everything(seed)
     student = build_labeler(model_cfg).to(device)
     teacher = copy.deepcopy(student)
     ema = EMATeacher(teacher, cfg["ema_momentum"])
-    optimizer = torch.optim.AdamW(param_groups(student, cfg["weight_decay"]), lr=0.0,
-                                  betas=tuple(cfg["betas"]))
+    optimizer = torch.optim.AdamW(
+        param_groups(student, cfg["weight_decay"]), lr=0.0, betas=tuple(cfg["betas"])
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
 
-    train_ds = BoxCropDataset(train_records, model_cfg["crop_size"], model_cfg["mask_size"], train=True,
-                              seed=seed, aug=cfg["aug"], image_cache=cfg["image_cache"])
-    val_ds = (BoxCropDataset(val_records, model_cfg["crop_size"], model_cfg["mask_size"], train=False,
-                             image_cache=cfg["image_cache"]) if val_records else None)
+    train_ds = BoxCropDataset(
+        train_records,
+        model_cfg["crop_size"],
+        model_cfg["mask_size"],
+        train=True,
+        seed=seed,
+        aug=cfg["aug"],
+        image_cache=cfg["image_cache"],
+    )
+    if val_records and int(cfg["val_max_boxes"]) > 0 and len(val_records) > int(cfg["val_max_boxes"]):
+        keep = np.linspace(0, len(val_records) - 1, int(cfg["val_max_boxes"])).round().astype(int)
+        val_records = [val_records[i] for i in keep]
+    val_ds = (
+        BoxCropDataset(
+            val_records,
+            model_cfg["crop_size"],
+            model_cfg["mask_size"],
+            train=False,
+            image_cache=cfg["image_cache"],
+        )
+        if val_records
+        else None
+    )
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=seed)
     drop_last = len(train_ds) // world >= per_rank
     steps_per_epoch = (len(sampler) // per_rank) if drop_last else -(-len(sampler) // per_rank)
@@ -219,21 +260,32 @@ def train_labeler(
 
     model = student
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type
-                                                          == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            student, device_ids=[device.index] if device.type == "cuda" else None
+        )
     live = _open_live(live_dir, history) if rank == 0 and live_dir else None
     t_start = time.time()
     for epoch in range(start_epoch, int(cfg["epochs"])):
         sampler.set_epoch(epoch)
         train_ds.set_epoch(epoch)
-        loader = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, drop_last=drop_last,
-                            num_workers=int(cfg["num_workers"]), pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        loader = DataLoader(
+            train_ds,
+            batch_size=per_rank,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=int(cfg["num_workers"]),
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(seed * 100003 + epoch),
+        )
         model.train()
         sums = {"loss": 0.0, "mil": 0.0, "crf": 0.0}
         t_epoch = time.time()
-        bar = tqdm(loader, desc=f"labeler epoch {epoch + 1}/{cfg['epochs']}", disable=not (progress and rank == 0),
-                   leave=False)
+        bar = tqdm(
+            loader,
+            desc=f"labeler epoch {epoch + 1}/{cfg['epochs']}",
+            disable=not (progress and rank == 0),
+            leave=False,
+        )
         for batch in bar:
             lr = lr_at(step, peak_lr, total_steps, warmup_steps, cfg["min_lr_ratio"])
             for g in optimizer.param_groups:
@@ -249,10 +301,18 @@ def train_labeler(
                 sums[k] += float(out[k].detach())
             bar.set_postfix(loss=f"{float(out['loss'].detach()):.3f}", lr=f"{lr:.2e}")
         n = max(1, len(loader))
-        record = {"epoch": epoch + 1, "step": step, "lr": lr, **{f"train_{k}": v / n for k, v in sums.items()},
-                  "seconds_per_step": (time.time() - t_epoch) / n}
-        if rank == 0 and val_ds is not None and ((epoch + 1) % int(cfg["val_every"]) == 0
-                                                 or epoch + 1 == cfg["epochs"]):
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": lr,
+            **{f"train_{k}": v / n for k, v in sums.items()},
+            "seconds_per_step": (time.time() - t_epoch) / n,
+        }
+        if (
+            rank == 0
+            and val_ds is not None
+            and ((epoch + 1) % int(cfg["val_every"]) == 0 or epoch + 1 == cfg["epochs"])
+        ):
             record.update(evaluate_labeler(student, val_ds, cfg["val_threshold"], max(per_rank, 16), device))
             student.train()
         history.append(record)
@@ -260,9 +320,21 @@ def train_labeler(
             log.info("epoch %s", json.dumps(record))
             if live is not None:
                 _log_live(live, record)
-            save_checkpoint(state_path, student, teacher, model_cfg, {
-                "epoch": epoch + 1, "step": step, "run_id": run_id, "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "rng": rng_state(), "history": history})
+            save_checkpoint(
+                state_path,
+                student,
+                teacher,
+                model_cfg,
+                {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "run_id": run_id,
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": rng_state(),
+                    "history": history,
+                },
+            )
         _barrier()
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg["epochs"]:
             return {}
@@ -271,16 +343,31 @@ def train_labeler(
     if rank != 0:
         return {}
     final = history[-1] if history else {}
-    metrics = {k: final.get(k) for k in ("val_miou", "val_miou_instance", "val_miou_box", "val_boxes")
-               if k in final}
-    metrics.update({"loss": final.get("train_loss"), "loss_mil": final.get("train_mil"),
-                    "loss_crf": final.get("train_crf"), "epochs": int(cfg["epochs"]), "steps": step,
-                    "batch_size": cfg["batch_size"], "processes": world, "val_threshold": cfg["val_threshold"],
-                    "seconds_per_step": final.get("seconds_per_step"),
-                    "train_seconds_this_run": round(time.time() - t_start, 1),
-                    "best_val_miou": max((h["val_miou"] for h in history if "val_miou" in h), default=None)})
-    save_checkpoint(out_checkpoint, student, teacher, model_cfg, {"epoch": int(cfg["epochs"]), "step": step,
-                                                                  "run_id": run_id, "metrics": metrics})
+    metrics = {
+        k: final.get(k) for k in ("val_miou", "val_miou_instance", "val_miou_box", "val_boxes") if k in final
+    }
+    metrics.update(
+        {
+            "loss": final.get("train_loss"),
+            "loss_mil": final.get("train_mil"),
+            "loss_crf": final.get("train_crf"),
+            "epochs": int(cfg["epochs"]),
+            "steps": step,
+            "batch_size": cfg["batch_size"],
+            "processes": world,
+            "val_threshold": cfg["val_threshold"],
+            "seconds_per_step": final.get("seconds_per_step"),
+            "train_seconds_this_run": round(time.time() - t_start, 1),
+            "best_val_miou": max((h["val_miou"] for h in history if "val_miou" in h), default=None),
+        }
+    )
+    save_checkpoint(
+        out_checkpoint,
+        student,
+        teacher,
+        model_cfg,
+        {"epoch": int(cfg["epochs"]), "step": step, "run_id": run_id, "metrics": metrics},
+    )
     return metrics
 
 

@@ -10,5 +10,12 @@ from mal.models.labeler import (
     save_checkpoint,
 )
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MaskLabeler", "build_labeler", "load_labeler", "normalize",
-           "save_checkpoint"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MaskLabeler",
+    "build_labeler",
+    "load_labeler",
+    "normalize",
+    "save_checkpoint",
+]

@@ -59,8 +59,9 @@ class AttentionDecoder(nn.Module):
         v = self.pixel_features(grid)
         logits = torch.einsum("bd,bdhw->bhw", q, v).unsqueeze(1)
         if logits.shape[-1] != self.mask_size or logits.shape[-2] != self.mask_size:
-            logits = F.interpolate(logits, size=(self.mask_size, self.mask_size), mode="bilinear",
-                                   align_corners=False)
+            logits = F.interpolate(
+                logits, size=(self.mask_size, self.mask_size), mode="bilinear", align_corners=False
+            )
         return logits
 
     def forward(self, grid: torch.Tensor, box_areas: torch.Tensor | None = None) -> torch.Tensor:

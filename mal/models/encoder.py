@@ -57,7 +57,9 @@ def load_local_weights(model: nn.Module, path: str | Path) -> tuple[list[str], l
     missing = list(getattr(result, "missing_keys", []) or [])
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if missing:
-        log.warning("%s: %d encoder keys missing from the weights file, e.g. %s", path, len(missing), missing[:5])
+        log.warning(
+            "%s: %d encoder keys missing from the weights file, e.g. %s", path, len(missing), missing[:5]
+        )
     if unexpected:
         log.warning("%s: %d unexpected keys ignored, e.g. %s", path, len(unexpected), unexpected[:5])
     return missing, unexpected
@@ -87,7 +89,9 @@ class Encoder(nn.Module):
                 name = f"{name.split('.')[0]}.{pretrained}"
                 hub = True
         elif pretrained not in (False, None):
-            raise ValueError(f"pretrained must be false, a timm tag or a weights file path, got {pretrained!r}")
+            raise ValueError(
+                f"pretrained must be false, a timm tag or a weights file path, got {pretrained!r}"
+            )
         self.model = _create(name, self.img_size, hub, **kwargs)
         if weights_file is not None:
             load_local_weights(self.model, weights_file)

@@ -63,7 +63,10 @@ class MaskLabeler(nn.Module):
         kwargs = {"drop_path_rate": self.cfg["drop_path_rate"]} if self.cfg["drop_path_rate"] > 0 else {}
         self.encoder = Encoder(self.cfg["encoder"], self.cfg["crop_size"], self.cfg["pretrained"], **kwargs)
         self.decoder = AttentionDecoder(
-            self.encoder.out_channels, self.cfg["mask_size"], self.cfg["decoder_dim"], self.cfg["bucket_rescale"]
+            self.encoder.out_channels,
+            self.cfg["mask_size"],
+            self.cfg["decoder_dim"],
+            self.cfg["bucket_rescale"],
         )
 
     def forward(self, images: torch.Tensor, box_areas: torch.Tensor | None = None) -> torch.Tensor:
@@ -97,7 +100,11 @@ def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    path: str | Path, student: nn.Module, teacher: nn.Module | None, cfg: dict[str, Any], extra: dict | None = None
+    path: str | Path,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    cfg: dict[str, Any],
+    extra: dict | None = None,
 ) -> None:
     """Write ``{"student", "teacher", "cfg", "epoch", **extra}`` atomically (temp file + ``os.replace``).
 

@@ -1,0 +1,126 @@
+"""Labeler training-step overhead benchmark (prints ratios; not a test).
+
+    .venv/bin/python benchmarks/bench_labeler.py [--params params.yaml --labeler vit_tiny] [--iters 10]
+
+From one run it prints:
+  * step / encoders = full training step (data already in memory: student fwd+bwd through encoder and
+    decoder, teacher fwd, MIL + CRF losses, AdamW step, EMA update) / (bare encoder fwd+bwd for the student
+    + bare encoder fwd for the teacher)             target <= 1.5
+  * CRF share = CRF refinement (100 iterations, no grad) / full training step      target <= 15 %
+Timings are medians over ``--iters`` repetitions after ``--warmup`` ones, on random inputs whose box sizes
+match the configured demo (``--box-area``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from mal.engine.schedule import EMATeacher, param_groups  # noqa: E402
+from mal.engine.train import resolve_train_cfg, train_step  # noqa: E402
+from mal.losses import crf_refine  # noqa: E402
+from mal.models.labeler import build_labeler, resolve_cfg  # noqa: E402
+from mal.params import load_params  # noqa: E402
+
+
+def _median_time(fn, iters: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--labeler", default=None, help="key of labeler.models (default: the first)")
+    ap.add_argument("--batch", type=int, default=None, help="per-process batch (default: labeler.train)")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--box-area", type=float, default=400.0, help="box area in image px (size bucket)")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    lab = load_params(args.params).get("labeler") or {} if Path(args.params).is_file() else {}
+    models = lab.get("models") or {"default": {}}
+    name = args.labeler or next(iter(models))
+    model_cfg, cfg = resolve_cfg(models[name]), resolve_train_cfg(lab.get("train"))
+    batch = args.batch or int(cfg["batch_size"])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    use_amp = bool(cfg["amp"]) and device.type == "cuda"
+    s, m = model_cfg["crop_size"], model_cfg["mask_size"]
+
+    torch.manual_seed(0)
+    student = build_labeler(model_cfg).to(device).train()
+    teacher = copy.deepcopy(student)
+    ema = EMATeacher(teacher, cfg["ema_momentum"])
+    opt = torch.optim.AdamW(param_groups(student, cfg["weight_decay"]), lr=1e-5, betas=tuple(cfg["betas"]))
+    box = torch.zeros(batch, 1, m, m, device=device)
+    box[..., m // 8 : m - m // 8, m // 8 : m - m // 8] = 1
+    data = {
+        "student": torch.randn(batch, 3, s, s),
+        "teacher": torch.randn(batch, 3, s, s),
+        "box_mask": box,
+        "box_area": torch.full((batch,), args.box_area),
+    }
+    data = {k: v.to(device) for k, v in data.items()}
+    step_cfg = {**cfg, "mil_warmup_steps": 0, "crf_warmup_steps": 0}
+
+    def encoders() -> None:
+        with torch.autocast(device.type, enabled=use_amp):
+            student.encoder(data["student"]).float().mean().backward()
+            with torch.no_grad():
+                teacher.encoder(data["teacher"])
+
+    def full_step() -> None:
+        out = train_step(student, teacher, data, 10**6, step_cfg, device, use_amp)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        ema.update(student)
+
+    with torch.no_grad():
+        prob = torch.rand(batch, 1, m, m, device=device)
+        image = F.interpolate(data["student"], size=(m, m), mode="bilinear", antialias=True)
+
+    def crf() -> None:
+        crf_refine(prob, image, box, cfg["crf_iterations"], cfg["crf_sigma"], tuple(cfg["crf_clamp"]))
+
+    t_enc = _median_time(encoders, args.iters, args.warmup)
+    t_step = _median_time(full_step, args.iters, args.warmup)
+    t_crf = _median_time(crf, args.iters, args.warmup)
+    print(
+        f"labeler '{name}': {model_cfg['encoder']} crop {s} mask {m} batch {batch} device {device} "
+        f"threads {torch.get_num_threads()} amp {use_amp} box_area {args.box_area:g}"
+    )
+    print(f"bare encoders (student fwd+bwd + teacher fwd): {t_enc * 1000:8.1f} ms")
+    print(f"full training step:                            {t_step * 1000:8.1f} ms")
+    print(f"CRF refinement ({cfg['crf_iterations']} it):                      {t_crf * 1000:8.1f} ms")
+    print(f"step / encoders = {t_step / t_enc:.2f}   (target <= 1.5)")
+    print(f"CRF share of a step = {100 * t_crf / t_step:.1f} %   (target <= 15 %)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""mal.coco_eval: pycocotools evaluation helpers (no detectron2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mal.coco_eval import STAT_NAMES, encode_mask, evaluate_predictions, gt_as_predictions, load_gt
+
+
+def _val(shapes_dir: Path) -> Path:
+    return shapes_dir / "val_gt.json"
+
+
+def test_perfect_predictions_give_100_ap(shapes_dir: Path) -> None:
+    gt = load_gt(_val(shapes_dir))
+    preds = gt_as_predictions(gt)
+    assert len(preds) == len(gt.dataset["annotations"]) > 0
+    m = evaluate_predictions(_val(shapes_dir), preds)
+    for task in ("box", "mask"):
+        for name in ("AP", "AP50", "AP75", "AR100"):
+            assert m[f"{task}_{name}"] == pytest.approx(100.0), (task, name, m)
+    assert set(m) >= {f"{t}_{n}" for t in ("box", "mask") for n in STAT_NAMES}
+    json.dumps(m, allow_nan=False)  # flat, strict JSON (undefined size buckets are null)
+
+
+def test_imperfect_predictions_score_lower(shapes_dir: Path) -> None:
+    gt = load_gt(_val(shapes_dir))
+    preds = gt_as_predictions(gt)
+    # Box stays perfect, mask shrinks to its box's top-left quarter: mask AP drops, box AP does not.
+    for p in preds:
+        h, w = p["segmentation"]["size"]
+        x, y, bw, bh = (int(v) for v in p["bbox"])
+        m = np.zeros((h, w), np.uint8)
+        m[y:y + max(bh // 2, 1), x:x + max(bw // 2, 1)] = 1
+        p["segmentation"] = encode_mask(m)
+    res = evaluate_predictions(gt, preds)
+    assert res["box_AP"] == pytest.approx(100.0)
+    assert res["mask_AP"] < 20.0
+    # Half of the objects missed: AR100 ~ 50, AP well below 100.
+    half = gt_as_predictions(gt)[::2]
+    res = evaluate_predictions(gt, half, tasks=("box",))
+    assert res["box_AP"] < 75.0 and "mask_AP" not in res
+
+
+def test_no_predictions_is_zero_not_error(shapes_dir: Path) -> None:
+    m = evaluate_predictions(_val(shapes_dir), [])
+    assert m["mask_AP"] == 0.0 and m["box_AP"] == 0.0 and m["num_predictions"] == 0
+
+
+def test_bad_predictions_are_named(shapes_dir: Path) -> None:
+    gt = load_gt(_val(shapes_dir))
+    preds = gt_as_predictions(gt)
+    bad = [dict(preds[0], image_id=10_000)]
+    with pytest.raises(ValueError, match="image_id 10000"):
+        evaluate_predictions(gt, bad)
+    nomask = [{k: v for k, v in preds[0].items() if k != "segmentation"}]
+    with pytest.raises(ValueError, match="segmentation"):
+        evaluate_predictions(gt, nomask)
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        load_gt(Path("nope.json"))

@@ -1,0 +1,165 @@
+"""mal.detector + stages/train_detector.py + stages/evaluate.py on a tiny synthetic set (CPU, few iters)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("detectron2")
+from mal import detector as det  # noqa: E402
+from mal.coco_eval import evaluate_predictions  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_params(max_iter: int = 3) -> dict:
+    """params.yaml's `detector:` section shrunk to a seconds-long run on 96 px images."""
+    p = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text())["detector"])
+    p["train"].update(max_iter=max_iter, ims_per_batch=2, warmup_iters=1, checkpoint_period=2)
+    p["demo_arch"].update(input_size=96, anchor_min=8, rois_per_image=16)
+    p["num_threads"] = 1
+    return p
+
+
+def _losses(work: Path) -> list[float]:
+    return [json.loads(line)["total_loss"] for line in (work / "metrics.json").read_text().splitlines()
+            if "total_loss" in line]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mask_rcnn_R18_demo", "cascade_R18_demo"])
+def test_train_predict_evaluate(name: str, shapes_dir: Path, tmp_path: Path) -> None:
+    train_json, val_json = shapes_dir / "train_gt.json", shapes_dir / "val_gt.json"
+    work = tmp_path / "work"
+    cfg = det.build_cfg(name, train_json, work, tiny_params())
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 5
+    info = det.train(cfg, train_json, work, num_threads=1)
+    assert info["iterations"] == 3 and info["resumed_from_iter"] == 0
+    losses = _losses(work)
+    assert losses and all(math.isfinite(v) for v in losses)
+    det.export_final(work, tmp_path / "out" / "model_final.pth")
+    saved = det.load_cfg(work / "config.yaml")
+    preds = det.predict(saved, tmp_path / "out" / "model_final.pth", val_json, num_threads=1)
+    val_ids = {im["id"] for im in json.loads(val_json.read_text())["images"]}
+    assert all(p["image_id"] in val_ids and 1 <= p["category_id"] <= 5 for p in preds)
+    m = evaluate_predictions(val_json, preds)
+    assert 0.0 <= m["mask_AP"] <= 100.0 and 0.0 <= m["box_AP"] <= 100.0
+    if name == "cascade_R18_demo":
+        assert saved.MODEL.ROI_HEADS.NAME == "CascadeROIHeads"
+        return
+    # Resume: pretend the run died after iteration 1 (keep model_0000001.pth, drop the final checkpoint).
+    assert sorted(f.name for f in work.glob("model_*.pth")) == ["model_0000001.pth", "model_final.pth"]
+    (work / "model_final.pth").unlink()
+    (work / "last_checkpoint").write_text("model_0000001.pth")
+    info = det.train(cfg, train_json, work, num_threads=1)
+    assert info["resumed_from_iter"] == 2
+    assert "Starting training from iteration 2" in (work / "log.txt").read_text()
+    # A different config does not resume from the old run's checkpoints.
+    cfg2 = det.build_cfg(name, train_json, work, {**tiny_params(), "seed": 7})
+    info = det.train(cfg2, train_json, work, num_threads=1)
+    assert info["resumed_from_iter"] == 0
+
+
+def test_checkpoint_errors_name_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "model_final.pth"
+    with pytest.raises(det.CheckpointError, match=str(missing)):
+        det.check_checkpoint(missing)
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(det.CheckpointError, match=f"{corrupt}.*corrupt"):
+        det.check_checkpoint(corrupt)
+    truncated = tmp_path / "truncated.pth"
+    torch.save({"model": {"w": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(det.CheckpointError, match="truncated.pth"):
+        det.check_checkpoint(truncated)
+    nomodel = tmp_path / "nomodel.pth"
+    torch.save({"weights": {}}, nomodel)
+    with pytest.raises(det.CheckpointError, match="no 'model'"):
+        det.check_checkpoint(nomodel)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"model": {"backbone.bottom_up.stem.conv1.weight": torch.zeros(1)}}, wrong)
+    cfg = det.build_cfg("mask_rcnn_R18_demo", None, tmp_path, tiny_params())
+    cfg.MODEL.DEVICE = "cpu"
+    with pytest.raises(det.CheckpointError, match="does not fit"):
+        det.load_model(cfg, wrong)
+
+
+def test_configs_build_offline(tmp_path: Path) -> None:
+    p = tiny_params()
+    p["pretrained"] = {"R50": str(tmp_path / "R-50.pkl"), "R101": None, "X101": "https://example.org/x.pkl"}
+    p["opts"] = {"TEST.DETECTIONS_PER_IMAGE": 50}
+    for name, spec in det.DETECTORS.items():
+        cfg = det.build_cfg(name, None, tmp_path, p)
+        assert cfg.INPUT.MASK_FORMAT == "bitmask" and cfg.TEST.DETECTIONS_PER_IMAGE == 50
+        assert ("Cascade" in cfg.MODEL.ROI_HEADS.NAME) == name.startswith("cascade")
+        if spec.profile == "demo":
+            assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.RESNETS.NORM == "GN"
+            assert cfg.MODEL.FPN.NORM == "GN" and cfg.MODEL.BACKBONE.FREEZE_AT == 0
+            assert cfg.MODEL.WEIGHTS == ""
+            assert cfg.SOLVER.OPTIMIZER == "ADAMW" and cfg.SOLVER.MAX_ITER == 3
+    r50 = det.build_cfg("mask_rcnn_R50_FPN_3x", None, tmp_path, p)
+    assert r50.MODEL.WEIGHTS == str(tmp_path / "R-50.pkl") and r50.SOLVER.MAX_ITER == 3
+    r101 = det.build_cfg("mask_rcnn_R101_FPN_3x", None, tmp_path, {**p, "train": {}})
+    assert r101.MODEL.WEIGHTS.startswith("detectron2://") and r101.SOLVER.MAX_ITER == 270000  # zoo 3x
+    x101 = det.build_cfg("mask_rcnn_X101_FPN_3x", None, tmp_path, p)
+    assert x101.MODEL.WEIGHTS == "https://example.org/x.pkl" and x101.MODEL.RESNETS.NUM_GROUPS == 32
+    with pytest.raises(KeyError, match="unknown detector 'nope'"):
+        det.build_cfg("nope", None, tmp_path, p)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        det.register_json(tmp_path / "missing.json")
+
+
+@pytest.mark.slow
+def test_stages_cli(shapes_dir: Path, tmp_path: Path) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    d = tiny_params(max_iter=2)
+    d.update(gt_json=str(shapes_dir / "train_gt.json"), out_dir=str(tmp_path / "models"),
+             work_dir=str(tmp_path / "work"), live_dir=str(tmp_path / "live"),
+             models={"mask_rcnn_R18_demo": {"max_iter": 2}})
+    params["detector"] = d
+    params["evaluate"].update(val_json=str(shapes_dir / "val_gt.json"), metrics_dir=str(tmp_path / "metrics"),
+                              num_threads=1)
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params))
+    args = ["--detector", "mask_rcnn_R18_demo", "--masks", "gt", "--params", str(pfile)]
+    for stage in ("train_detector", "evaluate"):
+        r = subprocess.run([sys.executable, str(REPO / f"stages/{stage}.py"), *args], capture_output=True,
+                           text=True, cwd=REPO)
+        assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "models" / "gt__mask_rcnn_R18_demo"
+    assert {"model_final.pth", "config.yaml", "train_info.json"} <= {f.name for f in out.iterdir()}
+    assert not (tmp_path / "work" / "gt__mask_rcnn_R18_demo").exists()  # checkpoints dropped when done
+    curve = tmp_path / "live" / "gt__mask_rcnn_R18_demo" / "plots" / "metrics" / "train" / "total_loss.tsv"
+    assert len(curve.read_text().splitlines()) >= 2  # header + >= 1 logged step
+    m = json.loads((tmp_path / "metrics" / "gt__mask_rcnn_R18_demo.json").read_text())
+    assert m["train_iterations"] == 2 and "mask_AP" in m and "box_AP75" in m
+    # Missing pseudo-labels: a clear error naming the file.
+    r = subprocess.run([sys.executable, str(REPO / "stages/train_detector.py"), "--detector",
+                        "mask_rcnn_R18_demo", "--masks", "nolabeler", "--params", str(pfile)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0 and "data/pseudo/nolabeler/train_pseudo.json" in r.stderr
+    # Corrupt model: evaluate names the checkpoint.
+    (out / "model_final.pth").write_bytes(b"junk")
+    r = subprocess.run([sys.executable, str(REPO / "stages/evaluate.py"), *args], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode != 0 and "model_final.pth" in r.stderr and "corrupt" in r.stderr
+
+
+def test_image_root_fallback(shapes_dir: Path, tmp_path: Path) -> None:
+    """A pseudo-label JSON stored elsewhere but naming the prepared images resolves to the prepared dir."""
+    pseudo = tmp_path / "pseudo" / "lab" / "train_pseudo.json"
+    pseudo.parent.mkdir(parents=True)
+    pseudo.write_text((shapes_dir / "train_gt.json").read_text())
+    assert det.resolve_image_root(shapes_dir / "train_gt.json") == shapes_dir
+    assert det.resolve_image_root(pseudo, (shapes_dir,)) == shapes_dir
+    with pytest.raises(FileNotFoundError, match=r"train_pseudo.json: image id=\d+ file_name='images/train/"):
+        det.resolve_image_root(pseudo)

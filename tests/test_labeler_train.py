@@ -1,0 +1,195 @@
+"""Labeler data, training loop, resume determinism, validation metric, and the stage (DDP on gloo)."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from mal.coco_io import load_coco
+from mal.datasets.common import is_trainable, mask_to_annotation
+from mal.datasets.shapes import build_shapes
+from mal.engine.data import BoxCropDataset, box_records
+from mal.engine.evaluate import evaluate_labeler
+from mal.engine.train import resolve_train_cfg, train_labeler, train_step
+from mal.models import build_labeler, load_labeler
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = {"encoder": "vit_tiny_patch16_224", "crop_size": 32, "decoder_dim": 16}
+TRAIN = {
+    "epochs": 3,
+    "batch_size": 2,
+    "lr_per_sample": 1e-4,
+    "mil_warmup_steps": 2,
+    "crf_warmup_steps": 4,
+    "crf_iterations": 5,
+    "num_threads": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shapes")
+    build_shapes(out, num_train=2, num_val=1, image_size=48, min_objects=2, max_objects=3, seed=0)
+    train_json, val_json = out / "train_boxes.json", out / "val_gt.json"
+    train = box_records(load_coco(train_json)[0], train_json, lambda a: is_trainable(a, 16, 2))[:4]
+    val = box_records(load_coco(val_json)[0], val_json)[:2]
+    return out, train, val
+
+
+def test_train_sample_is_seeded_and_teacher_is_unjittered(shapes):
+    _, train, _ = shapes
+    ds = BoxCropDataset(train, 32, 8, train=True, seed=0)
+    a, b = ds[0], ds[0]
+    assert a["student"].shape == (3, 32, 32) and a["box_mask"].shape == (1, 8, 8)
+    assert torch.equal(a["student"], b["student"]) and torch.equal(a["box_mask"], b["box_mask"])
+    ds.set_epoch(1)
+    assert not torch.equal(ds[0]["teacher"], a["teacher"])  # a new crop every epoch
+    plain = BoxCropDataset(
+        train, 32, 8, train=True, aug={"jitter_p": 0, "gray_p": 0, "blur_p": 0, "flip_p": 0}
+    )
+    flip = BoxCropDataset(
+        train, 32, 8, train=True, aug={"jitter_p": 0, "gray_p": 0, "blur_p": 0, "flip_p": 1}
+    )
+    p, f = plain[1], flip[1]
+    assert torch.equal(p["student"], p["teacher"])  # no photometric aug -> the teacher view
+    assert torch.equal(f["teacher"], p["teacher"].flip(-1)) and torch.equal(
+        f["box_mask"], p["box_mask"].flip(-1)
+    )
+    jit = BoxCropDataset(train, 32, 8, train=True, aug={"jitter_p": 1, "flip_p": 0})
+    j = jit[1]
+    assert torch.equal(j["teacher"], p["teacher"]) and not torch.equal(j["student"], j["teacher"])
+    with pytest.raises(ValueError, match="unknown keys"):
+        BoxCropDataset(train, 32, 8, train=True, aug={"jiter": 1})
+
+
+def test_gradients_flow_to_the_student_only(shapes):
+    _, train, _ = shapes
+    torch.manual_seed(0)
+    student = build_labeler(MODEL)
+    teacher = copy.deepcopy(student).eval().requires_grad_(False)
+    ds = BoxCropDataset(train, 32, 8, train=True)
+    batch = torch.utils.data.default_collate([ds[0], ds[1]])
+    out = train_step(student, teacher, batch, 10, resolve_train_cfg(TRAIN), torch.device("cpu"), False)
+    out["loss"].backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert student.encoder.model.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert student.decoder.query[0].weight.grad.abs().sum() > 0
+    assert out["mil"].requires_grad is False and out["crf"].requires_grad is False
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted_run(shapes, tmp_path):
+    _, train, val = shapes
+    full = train_labeler(MODEL, TRAIN, train, val, tmp_path / "a.pt", tmp_path / "a_state.pt", progress=False)
+    assert (
+        train_labeler(
+            MODEL,
+            TRAIN,
+            train,
+            val,
+            tmp_path / "b.pt",
+            tmp_path / "b_state.pt",
+            stop_after_epoch=1,
+            progress=False,
+        )
+        == {}
+    )  # "killed" after epoch 1
+    assert not (tmp_path / "b.pt").exists()
+    state = torch.load(tmp_path / "b_state.pt", weights_only=True)
+    assert state["epoch"] == 1 and "optimizer" in state and "rng" in state
+    resumed = train_labeler(
+        MODEL, TRAIN, train, val, tmp_path / "b.pt", tmp_path / "b_state.pt", progress=False
+    )
+    a = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert _states_equal(a["student"], b["student"]) and _states_equal(a["teacher"], b["teacher"])
+    assert full["val_miou"] == resumed["val_miou"] and full["steps"] == resumed["steps"] == 6
+    # a different config must not resume the old state: it trains from scratch and ends elsewhere
+    other = {**TRAIN, "lr_per_sample": 2e-4}
+    train_labeler(MODEL, other, train, val, tmp_path / "c.pt", tmp_path / "b_state.pt", progress=False)
+    c = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert c["step"] == 6 and not _states_equal(a["student"], c["student"])
+
+
+def test_validation_miou_hand_values(tmp_path):
+    img = np.zeros((20, 20, 3), np.uint8)
+    Image.fromarray(img).save(tmp_path / "im.png")
+    gt = np.zeros((20, 20), bool)
+    gt[5:15, 4:12] = True  # the GT mask fills its box exactly
+    coco = {
+        "images": [{"id": 1, "file_name": "im.png", "width": 20, "height": 20}],
+        "annotations": [mask_to_annotation(gt, 1, 1, 1)],
+        "categories": [{"id": 1, "name": "a"}],
+    }
+    records = box_records(coco, tmp_path / "val.json")
+    ds = BoxCropDataset(records, 32, 8, train=False)
+
+    class Const(torch.nn.Module):
+        def __init__(self, value: float):
+            super().__init__()
+            self.value = value
+
+        def forward(self, x, areas):
+            return torch.full((x.shape[0], 1, 8, 8), self.value)
+
+    full = evaluate_labeler(Const(20.0), ds, threshold=0.5)
+    assert full["val_miou"] == pytest.approx(1.0) and full["val_miou_box"] == pytest.approx(1.0)
+    assert evaluate_labeler(Const(-20.0), ds, threshold=0.5)["val_miou"] == 0.0
+    assert full["val_boxes"] == 1
+
+
+@pytest.mark.slow
+def test_stage_ddp_two_processes_gloo(shapes, tmp_path):
+    data_dir, _, _ = shapes
+    params = {
+        "seed": 0,
+        "data": {"out_dir": str(data_dir), "min_train_box_area": 16, "min_train_box_side": 2},
+        "labeler": {
+            "paths": {
+                "checkpoint": str(tmp_path / "models" / "{labeler}" / "checkpoint.pt"),
+                "metrics": str(tmp_path / "metrics" / "{labeler}.json"),
+                "plots_dir": str(tmp_path / "metrics" / "{labeler}_plots"),
+                "state": str(tmp_path / "work" / "{labeler}" / "state.pt"),
+            },
+            "train": {**TRAIN, "epochs": 1, "batch_size": 4},
+            "models": {"tiny": MODEL},
+        },
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        str(ROOT / "stages" / "train_labeler.py"),
+        "--params",
+        "params.yaml",
+        "--labeler",
+        "tiny",
+    ]
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics" / "tiny.json").read_text())
+    assert metrics["processes"] == 2 and metrics["batch_size"] == 4
+    assert {"val_miou", "val_miou_instance", "loss"} <= set(metrics) and 0 <= metrics["val_miou"] <= 1
+    model, cfg = load_labeler(tmp_path / "models" / "tiny" / "checkpoint.pt")
+    assert cfg["crop_size"] == 32
+    assert (tmp_path / "metrics" / "tiny_plots" / "plots" / "metrics" / "val_miou.tsv").is_file()
+    assert (tmp_path / "work" / "tiny" / "state.pt").is_file()
+    assert not (tmp_path / "dvc.yaml").exists() and not (tmp_path / ".dvc").exists()
