@@ -9,8 +9,9 @@ Prints
 - bare-encoder boxes/s: only ``model.encoder(normalize(crops))`` on the same crops in the same batches;
 - the ratio (target >= 0.8) and, for reference, the full labeler forward (encoder + decoder) alone.
 
-Without a checkpoint a randomly initialised labeler with ``params.yaml`` ``labeler.models.<name>`` cfg is
-used (throughput does not depend on the weights). No timed assertions: numbers are printed only.
+Without a checkpoint (or with ``--encoder`` / ``--crop-size``) a randomly initialised labeler with the
+``params.yaml`` ``labeler.models.<name>`` cfg is used (throughput does not depend on the weights).
+No timed assertions: numbers are printed only.
 """
 
 from __future__ import annotations
@@ -44,13 +45,15 @@ def _subset(coco: dict, max_boxes: int) -> dict:
 
 
 def _checkpoint(args: argparse.Namespace) -> Path:
-    if args.checkpoint and Path(args.checkpoint).is_file():
+    if args.checkpoint and Path(args.checkpoint).is_file() and not (args.encoder or args.crop_size):
         return Path(args.checkpoint)
     from mal.models.labeler import build_labeler, save_checkpoint
     from mal.params import load_params
 
     cfg = dict(load_params(args.params).get("labeler", {}).get("models", {}).get(args.labeler) or {})
-    print(f"no checkpoint at {args.checkpoint}: random labeler with cfg {cfg or 'defaults'}")
+    cfg.update({k: v for k, v in (("encoder", args.encoder), ("crop_size", args.crop_size)) if v})
+    cfg["pretrained"] = False
+    print(f"random labeler (no checkpoint used) with cfg {cfg}")
     torch.manual_seed(0)
     model = build_labeler(cfg)
     path = Path(tempfile.mkdtemp(prefix="bench_pl_")) / "checkpoint.pt"
@@ -63,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labeler", default="vit_tiny")
     ap.add_argument("--checkpoint", default=None, help="default models/labeler/<labeler>/checkpoint.pt")
     ap.add_argument("--boxes", default="data/prepared/train_boxes.json")
+    ap.add_argument("--encoder", default=None, help="random labeler, this timm encoder")
+    ap.add_argument("--crop-size", type=int, default=None, help="random labeler at this crop size")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--max-boxes", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=2, help="best of N timings")
+    ap.add_argument("--repeats", type=int, default=3, help="best of N interleaved timings")
     args = ap.parse_args(argv)
     args.checkpoint = args.checkpoint or f"models/labeler/{args.labeler}/checkpoint.pt"
     torch.set_num_threads(args.threads)
@@ -100,14 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     model = pred.models[0]
     from mal.models.labeler import normalize
 
-    def time_it(fn) -> float:
-        best = float("inf")
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t)
-        return best
-
     @torch.inference_mode()
     def encoder_only() -> None:
         for c, _ in batches:
@@ -122,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         label_images(coco, args.boxes, pred, opts, plans=plans)
 
     encoder_only()  # warm-up
-    t_enc, t_fwd, t_lab = time_it(encoder_only), time_it(full_forward), time_it(labelling)
+    best = {"enc": float("inf"), "fwd": float("inf"), "lab": float("inf")}
+    for _ in range(args.repeats):  # interleaved, best of N: the CPU is shared, load drifts
+        for key, fn in (("enc", encoder_only), ("fwd", full_forward), ("lab", labelling)):
+            t = time.perf_counter()
+            fn()
+            best[key] = min(best[key], time.perf_counter() - t)
+    t_enc, t_fwd, t_lab = best["enc"], best["fwd"], best["lab"]
     enc_bps, fwd_bps, lab_bps = n_model / t_enc, n_model / t_fwd, n_model / t_lab
     print(f"bare encoder forward : {enc_bps:8.1f} boxes/s")
     print(f"labeler forward      : {fwd_bps:8.1f} boxes/s (encoder + decoder + sigmoid)")

@@ -193,3 +193,17 @@ def test_stage_ddp_two_processes_gloo(shapes, tmp_path):
     assert (tmp_path / "metrics" / "tiny_plots" / "plots" / "metrics" / "val_miou.tsv").is_file()
     assert (tmp_path / "work" / "tiny" / "state.pt").is_file()
     assert not (tmp_path / "dvc.yaml").exists() and not (tmp_path / ".dvc").exists()
+
+
+def test_stage_rejects_unknown_labeler_and_path_keys(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_labeler_stage", ROOT / "stages" / "train_labeler.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    params = {"data": {"out_dir": str(tmp_path)}, "labeler": {"models": {"a": {}}, "paths": {"ckpt": "x"}}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit, match="has no 'b'"):
+        stage.main(["--params", str(tmp_path / "p.yaml"), "--labeler", "b"])
+    with pytest.raises(SystemExit, match="unknown keys"):
+        stage.main(["--params", str(tmp_path / "p.yaml"), "--labeler", "a"])
