@@ -59,7 +59,7 @@ def test_coco_dataset_is_referenced_and_validated(tmp_path, shapes_dir):
     assert metrics["train"]["boxes"] == len(src["annotations"])
     out = json.loads((tmp_path / "prepared" / "train_boxes.json").read_text())
     assert Path(out["images"][0]["file_name"]).is_absolute()  # referenced in place, not copied
-    assert not (tmp_path / "prepared" / "images").exists()
+    assert [p.name for p in (tmp_path / "prepared" / "images").iterdir()] == ["REFERENCED.txt"]
     load_coco(tmp_path / "prepared" / "train_boxes.json", check_images="exists")
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mal.coco_io import ValidationReport, load_coco
+from mal.coco_io import ValidationReport, load_coco, write_json_atomic
 from mal.datasets.common import strip_masks
-from mal.coco_io import write_json_atomic
 
 
 def _absolute(coco: dict[str, Any], image_root: Path) -> dict[str, Any]:
@@ -36,4 +35,9 @@ def build_coco(out_dir: str | Path, train_json: str | None, train_images: str | 
     write_json_atomic(out_dir / "train_gt.json", train)
     write_json_atomic(out_dir / "train_boxes.json", strip_masks(train))
     write_json_atomic(out_dir / "val_gt.json", val)
+    # The images stay where they are; this note keeps data/prepared/images (a DVC dep of later stages) present.
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "images" / "REFERENCED.txt").write_text(
+        f"images are referenced in place, not copied:\ntrain: {Path(train_images).resolve()}\n"
+        f"val: {Path(val_images).resolve()}\n")
     return {"reports": reports, "has_train_masks": has_train_masks}
