@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,17 @@ def merge_results(coco: dict[str, Any], results: list[dict[str, Any]], where: st
     return out, report
 
 
+def rebase_image_paths(coco: dict[str, Any], image_root: str | Path, new_dir: str | Path) -> dict[str, Any]:
+    """Rewrite relative ``file_name``s (relative to ``image_root``) to be relative to ``new_dir``."""
+    images = []
+    for im in coco["images"]:
+        name = im["file_name"]
+        if not os.path.isabs(name):
+            name = os.path.relpath(os.path.join(image_root, name), new_dir)
+        images.append(dict(im, file_name=name))
+    return dict(coco, images=images)
+
+
 def label_coco(
     boxes_path: str | Path,
     checkpoint: str | Path,
@@ -174,6 +186,7 @@ def label_coco(
     merge: bool = True,
     run_missing: bool = True,
     predictor: Any = None,
+    rebase_file_names: bool = False,
 ) -> dict[str, Any]:
     """Label a COCO boxes file (all shards, or one with ``shard_index``), then merge into ``out_path``.
 
@@ -181,6 +194,8 @@ def label_coco(
     without it (single process) shards are kept in memory. With ``shard_index`` only that shard runs and
     nothing is merged. ``run_missing=False`` (merge only) raises instead of labelling a missing shard.
     ``predictor`` (optional) replaces loading the checkpoint (still hashed) into a :class:`Predictor`.
+    ``rebase_file_names`` rewrites relative image ``file_name``s so they resolve from ``out_path``'s directory
+    (the project's path rule, used by the stage; the user CLI keeps the user's file names).
     Returns the merge report (or the shard's stats for a single shard).
     """
     _check_shards(num_shards, shard_index)
@@ -232,6 +247,8 @@ def label_coco(
                 raise ValueError(f"{shard_dir}: shard {i} of {num_shards} is missing or stale; run it first")
     out, report = merge_results(coco, results, str(shard_dir or boxes_path))
     if out_path is not None:
+        if rebase_file_names:
+            out = rebase_image_paths(out, image_root or Path(boxes_path).parent, Path(out_path).parent)
         write_json_atomic(out_path, out)
     report["shards_run"], report["shards_reused"] = len(indices) - reused, reused
     report["options"] = options.identity()

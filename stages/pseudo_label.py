@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         num_shards=num_shards,
         shard_index=args.shard_index,
         shard_dir=paths["shard_dir"],
+        rebase_file_names=True,  # images resolve from the output JSON's directory (the project's path rule)
     )
     if args.shard_index is not None:
         print(f"shard {args.shard_index}/{num_shards} done: {report}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from mal.coco_io import image_path
 from tests._pseudo_fixtures import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +34,11 @@ def test_pseudo_label_stage_writes_output_and_metrics(shapes_dir: Path, tmp_path
     out = json.loads((tmp_path / "pseudo" / "tiny" / "train_pseudo.json").read_text())
     src = json.loads((shapes_dir / "train_boxes.json").read_text())
     assert [a["id"] for a in out["annotations"]] == [a["id"] for a in src["annotations"]]
+    # The output follows the project's image-path rule: file_name resolves from the output's own directory.
+    out_dir = tmp_path / "pseudo" / "tiny"
+    for im, src_im in zip(out["images"], src["images"], strict=True):
+        resolved = image_path(out_dir / "train_pseudo.json", im).resolve()
+        assert resolved == image_path(shapes_dir / "train_boxes.json", src_im).resolve()
     m = json.loads((tmp_path / "metrics" / "tiny.json").read_text())
     assert m["boxes_in"] == m["masks_out"] == len(src["annotations"]) and m["skipped"] == 0
     assert m["labeler"] == "tiny" and m["options"]["threshold"] == cfg["threshold"]
