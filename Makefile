@@ -23,11 +23,11 @@ repro: install
 	dvc repro
 
 test: install
-	$(PY) -m ruff check mal stages pipeline tests scripts
+	$(PY) -m ruff check mal stages pipeline tests scripts benchmarks
 	$(PY) -m pytest -q tests
 
 lint: install
-	$(PY) -m ruff check mal stages pipeline tests scripts
+	$(PY) -m ruff check mal stages pipeline tests scripts benchmarks
 
 clean-venv:
 	rm -rf .venv
