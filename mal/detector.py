@@ -259,11 +259,15 @@ def _train_worker(cfg: CfgNode, dataset_jsons: list[str], resume: bool, num_thre
     trainer.train()
 
 
-def _cfg_fingerprint(cfg: CfgNode) -> str:
+def run_fingerprint(cfg: CfgNode, train_json: str | Path) -> str:
+    """sha1 of the config (less OUTPUT_DIR) and the training JSON's bytes: a run resumes only if both match,
+    so new pseudo-labels under an unchanged config never continue an old run."""
     c = copy.deepcopy(cfg)
     c.defrost()
     c.OUTPUT_DIR = ""
-    return hashlib.sha1(c.dump().encode()).hexdigest()
+    h = hashlib.sha1(c.dump().encode())
+    h.update(Path(train_json).read_bytes())
+    return h.hexdigest()
 
 
 def train(cfg: CfgNode, train_json: str | Path, work_dir: str | Path, num_gpus: int = 1,
@@ -280,7 +284,7 @@ def train(cfg: CfgNode, train_json: str | Path, work_dir: str | Path, num_gpus: 
     cfg = cfg.clone()
     cfg.defrost()
     cfg.OUTPUT_DIR = str(work)
-    fp = _cfg_fingerprint(cfg)
+    fp = run_fingerprint(cfg, train_json)
     fp_file = work / "config.sha1"
     if work.exists() and (not resume or not fp_file.is_file() or fp_file.read_text().strip() != fp):
         for f in work.glob("*"):

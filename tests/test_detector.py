@@ -163,3 +163,18 @@ def test_image_root_fallback(shapes_dir: Path, tmp_path: Path) -> None:
     assert det.resolve_image_root(pseudo, (shapes_dir,)) == shapes_dir
     with pytest.raises(FileNotFoundError, match=r"train_pseudo.json: image id=\d+ file_name='images/train/"):
         det.resolve_image_root(pseudo)
+
+
+def test_resume_fingerprint_covers_training_data(shapes_dir: Path, tmp_path: Path) -> None:
+    """Same config, different training masks -> a different run: an old checkpoint must not be resumed."""
+    from mal import detector as det
+
+    train = shapes_dir / "train_copy_for_fingerprint.json"  # beside the images, so the dataset registers
+    train.write_bytes((shapes_dir / "train_gt.json").read_bytes())
+    cfg = det.build_cfg("mask_rcnn_R18_demo", train, tmp_path / "work", tiny_params(max_iter=2))
+    before = det.run_fingerprint(cfg, train)
+    assert det.run_fingerprint(cfg, train) == before
+    data = json.loads(train.read_text())
+    data["annotations"] = data["annotations"][:-1]
+    train.write_text(json.dumps(data))
+    assert det.run_fingerprint(cfg, train) != before
