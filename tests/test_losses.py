@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mal.engine.schedule import EMATeacher, lr_at, param_groups
 from mal.losses import DICE_EPS, crf_loss, crf_refine, dice_loss, mil_loss, neighbour_affinity, ramp
@@ -112,3 +113,33 @@ def test_param_groups_skip_decay_on_vectors():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
     decay, no_decay = param_groups(model, 0.1)
     assert len(decay["params"]) == 1 and len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0
+
+
+def _crf_reference(prob, image, box, iterations, sigma, lo=0.1, hi=0.9):
+    """The DESIGN formula, written out: two label channels, explicit 3x3 neighbours, renormalise."""
+    b, _, h, w = prob.shape
+    img = F.pad(image, (1, 1, 1, 1), mode="replicate")
+    inside = F.pad(torch.ones(1, 1, h, w), (1, 1, 1, 1))
+    belief = (prob * box).clamp(lo, hi)
+    for _ in range(iterations):
+        logs = F.pad(torch.cat([belief.log(), (1 - belief).log()], 1), (1, 1, 1, 1))
+        acc = torch.zeros(b, 2, h, w)
+        for dy in range(3):
+            for dx in range(3):
+                d2 = ((image - img[:, :, dy : dy + h, dx : dx + w]) ** 2).sum(1, keepdim=True)
+                k = torch.exp(-d2 / (2 * sigma**2)) * inside[:, :, dy : dy + h, dx : dx + w]
+                acc += k * logs[:, :, dy : dy + h, dx : dx + w]
+        fg, bg = acc[:, :1].exp() * box, acc[:, 1:].exp()
+        belief = (fg / (fg + bg)).clamp(lo, hi)
+    return belief
+
+
+def test_crf_refinement_matches_the_two_label_formula():
+    torch.manual_seed(0)
+    m = 12
+    image = torch.rand(2, 3, m, m) * 0.3
+    prob = torch.rand(2, 1, m, m)
+    box = _box(m, 2, 10, 3, 9).expand(2, 1, m, m)
+    ours = crf_refine(prob, image, box, iterations=7, sigma=0.1)
+    ref = _crf_reference(prob, image, box, iterations=7, sigma=0.1)
+    assert torch.allclose(ours, ref, atol=1e-5)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from mal.engine.data import BoxCropDataset
 from mal.engine.evaluate import evaluate_labeler
-from mal.engine.schedule import EMATeacher, lr_at, param_groups
+from mal.engine.schedule import EMATeacher, build_optimizer, lr_at
 from mal.losses import crf_loss, mil_loss, ramp
 from mal.models.labeler import build_labeler, read_checkpoint, resolve_cfg, save_checkpoint
 
@@ -207,9 +207,7 @@ def train_labeler(
     student = build_labeler(model_cfg).to(device)
     teacher = copy.deepcopy(student)
     ema = EMATeacher(teacher, cfg["ema_momentum"])
-    optimizer = torch.optim.AdamW(
-        param_groups(student, cfg["weight_decay"]), lr=0.0, betas=tuple(cfg["betas"])
-    )
+    optimizer = build_optimizer(student, cfg["weight_decay"], cfg["betas"])
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
 
     train_ds = BoxCropDataset(
