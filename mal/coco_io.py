@@ -141,6 +141,64 @@ def _decode_check(path: str, ann: dict[str, Any], height: int, width: int) -> No
         raise CocoFormatError(f"{where}: does not decode ({e})") from e
 
 
+def read_coco_json(path: str | Path, what: str = "COCO file") -> Any:
+    """Parse a JSON file; ``CocoFormatError`` naming the file when it is missing, empty or not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise CocoFormatError(f"{path}: {what} not found")
+    if path.stat().st_size == 0:
+        raise CocoFormatError(f"{path}: {what} is empty (expected a COCO JSON object with 'images' and 'annotations')")
+    try:
+        with path.open() as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CocoFormatError(f"{path}: not valid JSON ({e})") from e
+
+
+def check_records(
+    coco: Any, path: str | Path, with_categories: bool = True
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The structural checks every COCO reader shares; returns ``(images by id, categories by id)``.
+
+    Top-level lists; per image id/file_name/width/height (typed, positive, unique); per annotation id and
+    image_id (typed, ids unique) -- plus category_id/bbox and the categories list when ``with_categories``.
+    What an annotation *refers to* (known image, valid box) is the caller's policy: an error for
+    :func:`validate_coco`, an accounted skip for the pseudo-labeller.
+    """
+    path = str(path)
+    if not isinstance(coco, dict):
+        raise CocoFormatError(f"{path}: top level is {type(coco).__name__}, expected a COCO object")
+    for key in ("images", "annotations") + (("categories",) if with_categories else ()):
+        if key not in coco:
+            raise CocoFormatError(f"{path}: missing top-level field '{key}'")
+        if not isinstance(coco[key], list):
+            raise CocoFormatError(f"{path}: top-level field '{key}' is {type(coco[key]).__name__}, expected a list")
+    images: dict[int, dict[str, Any]] = {}
+    for i, img in enumerate(coco["images"]):
+        _check_keys(path, "image", img, i, REQUIRED_IMAGE_KEYS)
+        if img["id"] in images:
+            raise CocoFormatError(f"{path}: image id={img['id']}: duplicate id")
+        if img["width"] <= 0 or img["height"] <= 0:
+            raise CocoFormatError(f"{path}: image id={img['id']}: field 'width'/'height' must be positive")
+        if not img["file_name"]:
+            raise CocoFormatError(f"{path}: image id={img['id']}: field 'file_name' is empty")
+        images[img["id"]] = img
+    categories: dict[int, dict[str, Any]] = {}
+    for i, cat in enumerate(coco["categories"] if with_categories else []):
+        _check_keys(path, "category", cat, i, REQUIRED_CAT_KEYS)
+        if cat["id"] in categories:
+            raise CocoFormatError(f"{path}: category id={cat['id']}: duplicate id")
+        categories[cat["id"]] = cat
+    ann_keys = REQUIRED_ANN_KEYS if with_categories else {"id": int, "image_id": int}
+    seen: set[int] = set()
+    for i, ann in enumerate(coco["annotations"]):
+        _check_keys(path, "annotation", ann, i, ann_keys)
+        if ann["id"] in seen:
+            raise CocoFormatError(f"{path}: annotation id={ann['id']}: duplicate id")
+        seen.add(ann["id"])
+    return images, categories
+
+
 def validate_coco(
     coco: Any,
     path: str | Path = "<memory>",
@@ -159,37 +217,10 @@ def validate_coco(
     """
     path = str(path)
     report = ValidationReport(path)
-    if not isinstance(coco, dict):
-        raise CocoFormatError(f"{path}: top level is {type(coco).__name__}, expected a COCO object")
-    for key in ("images", "annotations", "categories"):
-        if key not in coco:
-            raise CocoFormatError(f"{path}: missing top-level field '{key}'")
-        if not isinstance(coco[key], list):
-            raise CocoFormatError(f"{path}: top-level field '{key}' is {type(coco[key]).__name__}, expected a list")
-
-    images: dict[int, dict[str, Any]] = {}
-    for i, img in enumerate(coco["images"]):
-        _check_keys(path, "image", img, i, REQUIRED_IMAGE_KEYS)
-        if img["id"] in images:
-            raise CocoFormatError(f"{path}: image id={img['id']}: duplicate id")
-        if img["width"] <= 0 or img["height"] <= 0:
-            raise CocoFormatError(f"{path}: image id={img['id']}: field 'width'/'height' must be positive")
-        images[img["id"]] = img
-    categories: dict[int, dict[str, Any]] = {}
-    for i, cat in enumerate(coco["categories"]):
-        _check_keys(path, "category", cat, i, REQUIRED_CAT_KEYS)
-        if cat["id"] in categories:
-            raise CocoFormatError(f"{path}: category id={cat['id']}: duplicate id")
-        categories[cat["id"]] = cat
-
-    seen: set[int] = set()
+    images, categories = check_records(coco, path)
     anns = []
-    for i, ann in enumerate(coco["annotations"]):
-        _check_keys(path, "annotation", ann, i, REQUIRED_ANN_KEYS)
+    for ann in coco["annotations"]:
         aid = ann["id"]
-        if aid in seen:
-            raise CocoFormatError(f"{path}: annotation id={aid}: duplicate id")
-        seen.add(aid)
         if ann["image_id"] not in images:
             raise CocoFormatError(f"{path}: annotation id={aid}: field 'image_id' = {ann['image_id']} is not an image id")
         if ann["category_id"] not in categories:
@@ -251,12 +282,5 @@ def load_coco(
     require_masks: bool = False,
 ) -> tuple[dict[str, Any], ValidationReport]:
     """Read and validate a COCO JSON file (see :func:`validate_coco`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CocoFormatError(f"{path}: COCO file not found")
-    try:
-        with path.open() as f:
-            coco = json.load(f)
-    except json.JSONDecodeError as e:
-        raise CocoFormatError(f"{path}: not valid JSON ({e})") from e
+    coco = read_coco_json(path)
     return validate_coco(coco, path, image_root, check_images, require_masks)

@@ -7,65 +7,24 @@ Each annotation gets one action: ``skip`` (unknown image id, invalid bbox: liste
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mal.coco_io import check_records, read_coco_json
 from mal.masks import box_region, clip_box_xywh
 
 
 def load_boxes(path: str | Path) -> dict[str, Any]:
-    """Read a COCO boxes file with clear errors (file, record id, field) for structural problems.
+    """Read a COCO boxes file with clear errors (file, record id, field) for structural problems
+    (:func:`mal.coco_io.check_records`; categories optional, masks ignored).
 
     Per-annotation problems that the labeller can account for (unknown image id, invalid bbox) are left
     to :func:`plan_annotations`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: boxes file not found")
-    if path.stat().st_size == 0:
-        raise ValueError(
-            f"{path}: boxes file is empty (expected a COCO JSON with 'images' and 'annotations')"
-        )
-    try:
-        with path.open() as f:
-            coco = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(coco, dict):
-        raise ValueError(f"{path}: top level is {type(coco).__name__}, expected a COCO object")
-    for key in ("images", "annotations"):
-        if not isinstance(coco.get(key), list):
-            raise ValueError(f"{path}: missing or non-list field '{key}'")
-    seen: set[int] = set()
-    for i, im in enumerate(coco["images"]):
-        rid = im.get("id", f"#{i}") if isinstance(im, dict) else f"#{i}"
-        if not isinstance(im, dict):
-            raise ValueError(f"{path}: images[{i}] is not an object")
-        for k in ("id", "width", "height"):
-            v = im.get(k)
-            if not isinstance(v, int) or isinstance(v, bool) or (k != "id" and v <= 0):
-                raise ValueError(f"{path}: image id={rid}: field '{k}' missing or invalid ({v!r})")
-        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
-            raise ValueError(f"{path}: image id={rid}: field 'file_name' missing or not a string")
-        if im["id"] in seen:
-            raise ValueError(f"{path}: image id={rid}: duplicate image id")
-        seen.add(im["id"])
-    seen = set()
-    for i, a in enumerate(coco["annotations"]):
-        if not isinstance(a, dict):
-            raise ValueError(f"{path}: annotations[{i}] is not an object")
-        for k in ("id", "image_id"):
-            v = a.get(k)
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise ValueError(
-                    f"{path}: annotation id={a.get('id', f'#{i}')}: field '{k}' missing or not an int"
-                )
-        if a["id"] in seen:
-            raise ValueError(f"{path}: annotation id={a['id']}: duplicate annotation id")
-        seen.add(a["id"])
+    coco = read_coco_json(path, "boxes file")
+    check_records(coco, path, with_categories=False)
     return coco
 
 

@@ -15,7 +15,8 @@ Sharding and merging live in :mod:`mal.pseudo_shards`.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -262,7 +263,19 @@ def label_images(
         ds, batch_size=None, shuffle=False, num_workers=options.num_workers, collate_fn=_first
     )
     pending: list[tuple[int, BoxPlan, np.ndarray, tuple]] = []  # (item idx, plan, crop, window)
+    pasting: deque[Future] = deque()  # batches being pasted + RLE-encoded beside the next forward
     model_seconds = 0.0
+
+    def paste_batch(batch: list[tuple[int, BoxPlan, np.ndarray, tuple]], probs: np.ndarray) -> list[dict]:
+        return [
+            _paste_one(anns[plan.ann_index], plan, prob, win, items[idx][0], options)
+            for (idx, plan, _, win), prob in zip(batch, probs, strict=True)
+        ]
+
+    def collect(keep: int) -> None:
+        while len(pasting) > keep:
+            for a in pasting.popleft().result():
+                done[a["id"]] = a
 
     def flush() -> None:
         nonlocal model_seconds
@@ -273,9 +286,10 @@ def label_images(
         t = time.perf_counter()
         probs = predictor(crops, areas)
         model_seconds += time.perf_counter() - t
-        for (idx, plan, _, win), prob in zip(pending, probs, strict=True):
-            im = items[idx][0]
-            done[anns[plan.ann_index]["id"]] = _paste_one(anns[plan.ann_index], plan, prob, win, im, options)
+        # cv2/numpy/pycocotools work of this batch overlaps the labeler's forward on the next one (the
+        # forward leaves gaps on the cores between small ops); at most two batches wait, bounding memory
+        collect(keep=1)
+        pasting.append(paster.submit(paste_batch, list(pending), probs))
         pending.clear()
 
     bar = tqdm(
@@ -284,30 +298,32 @@ def label_images(
         unit="box",
         disable=not options.show_progress,
     )
-    for item in loader:
-        im, ps = items[item["idx"]]
-        h, w = int(im["height"]), int(im["width"])
-        if item["error"] is not None:
-            reason, detail = item["error"]
-            skipped_images.append(
-                {"image_id": im["id"], "file_name": im["file_name"], "reason": reason, "detail": detail}
-            )
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mal-paste") as paster:
+        for item in loader:
+            im, ps = items[item["idx"]]
+            h, w = int(im["height"]), int(im["width"])
+            if item["error"] is not None:
+                reason, detail = item["error"]
+                skipped_images.append(
+                    {"image_id": im["id"], "file_name": im["file_name"], "reason": reason, "detail": detail}
+                )
+                for p in ps:
+                    skip(p, reason, detail)
+                bar.update(len(ps))
+                continue
+            model_plans = [p for p in ps if p.action == "model"]
             for p in ps:
-                skip(p, reason, detail)
+                if p.action == "fallback":
+                    done[anns[p.ann_index]["id"]] = _fallback_ann(anns[p.ann_index], p, h, w, p.reason)
+            for p, crop, win in zip(
+                model_plans, item["crops"] if model_plans else [], item["windows"], strict=True
+            ):
+                pending.append((item["idx"], p, crop, win))
+                if len(pending) >= options.batch_size:
+                    flush()
             bar.update(len(ps))
-            continue
-        model_plans = [p for p in ps if p.action == "model"]
-        for p in ps:
-            if p.action == "fallback":
-                done[anns[p.ann_index]["id"]] = _fallback_ann(anns[p.ann_index], p, h, w, p.reason)
-        for p, crop, win in zip(
-            model_plans, item["crops"] if model_plans else [], item["windows"], strict=True
-        ):
-            pending.append((item["idx"], p, crop, win))
-            if len(pending) >= options.batch_size:
-                flush()
-        bar.update(len(ps))
-    flush()
+        flush()
+        collect(keep=0)
     bar.close()
     for a in done.values():
         stats[f"source_{a['mal']['source']}"] += 1

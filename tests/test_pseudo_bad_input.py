@@ -36,7 +36,7 @@ def _run(tmp_path: Path, images: list, anns: list, options: LabelOptions = OPTS,
         ('{"images": []}', "field 'annotations'"),
         (
             '{"images": [{"id": 1, "file_name": "a.png", "height": 5}], "annotations": []}',
-            "id=1: field 'width'",
+            "image id=1: missing field 'width'",
         ),
         (
             '{"images": [], "annotations": [{"id": 3, "image_id": 1}, {"id": 3, "image_id": 1}]}',
