@@ -74,28 +74,21 @@ def get_spec(name: str) -> DetectorSpec:
 
 
 # ---------------------------------------------------------------- datasets
-def resolve_image_root(json_path: str | Path, fallbacks: tuple[str | Path, ...] = ()) -> Path:
-    """The directory the JSON's image ``file_name``s are relative to.
-
-    The JSON's own directory (data contract), else the first of ``fallbacks`` under which every image exists
-    (e.g. a pseudo-label JSON written next to its labeler but still naming ``images/train/...`` of the
-    prepared set). Missing images: a clear error naming the JSON, the image id and its file_name.
-    """
+def resolve_image_root(json_path: str | Path) -> Path:
+    """The directory the JSON's image ``file_name``s are relative to: the JSON's own (the data contract; the
+    pseudo-label stage rebases its output's file_names to follow it). Missing images: a clear error naming
+    the JSON, the image id and its file_name."""
     path = Path(json_path)
     with path.open() as f:
         images = json.load(f).get("images", [])
-    roots = [path.parent, *(Path(r) for r in fallbacks)]
-    for root in roots:
-        if all((root / im["file_name"]).is_file() for im in images):
-            if root != path.parent:
-                logger.warning("%s: images are not under %s; using %s", path, path.parent, root)
-            return root
-    first = next(im for im in images if not (path.parent / im["file_name"]).is_file())
-    raise FileNotFoundError(f"{path}: image id={first['id']} file_name={first['file_name']!r} not found "
-                            f"under {', '.join(str(r) for r in roots)}")
+    missing = next((im for im in images if not (path.parent / im["file_name"]).is_file()), None)
+    if missing is not None:
+        raise FileNotFoundError(f"{path}: image id={missing['id']} file_name={missing['file_name']!r} not found "
+                                f"under {path.parent}")
+    return path.parent
 
 
-def register_json(json_path: str | Path, fallback_roots: tuple[str | Path, ...] = ()) -> str:
+def register_json(json_path: str | Path) -> str:
     """Register a COCO JSON with DatasetCatalog/MetadataCatalog (idempotent); returns the dataset name.
 
     image_root: see :func:`resolve_image_root`. The name is derived from the absolute path, so the same file
@@ -106,7 +99,7 @@ def register_json(json_path: str | Path, fallback_roots: tuple[str | Path, ...] 
         raise FileNotFoundError(f"{path}: COCO JSON not found")
     name = f"mal_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
     if name not in DatasetCatalog.list():
-        root = resolve_image_root(path, fallback_roots)
+        root = resolve_image_root(path)
         register_coco_instances(name, {}, str(path), str(root))
     return name
 
@@ -163,7 +156,7 @@ def _apply_demo(cfg: CfgNode, demo: dict[str, Any]) -> None:
 
 
 def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Path,
-              params: dict[str, Any], fallback_roots: tuple[str | Path, ...] = ()) -> CfgNode:
+              params: dict[str, Any]) -> CfgNode:
     """detectron2 config for ``detector`` trained on ``train_json`` (``params`` = params.yaml ``detector:``).
 
     Schedule keys come from ``params['train']`` updated by ``params['models'][detector]`` (a missing or null
@@ -206,7 +199,7 @@ def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Pa
     cfg.DATASETS.TEST = ()
     cfg.TEST.DETECTIONS_PER_IMAGE = int(params.get("detections_per_image", 100))
     if train_json is not None:
-        cfg.DATASETS.TRAIN = (register_json(train_json, fallback_roots),)
+        cfg.DATASETS.TRAIN = (register_json(train_json),)
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes(train_json)
     cfg.OUTPUT_DIR = str(output_dir)
     if opts:
@@ -242,13 +235,12 @@ class MalTrainer(DefaultTrainer):
                 JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
 
 
-def _train_worker(cfg: CfgNode, dataset_jsons: list[str], resume: bool, num_threads: int,
-                  fallback_roots: tuple[str, ...] = ()) -> None:
+def _train_worker(cfg: CfgNode, dataset_jsons: list[str], resume: bool, num_threads: int) -> None:
     """Body of one training process (also run by each GPU process under ``launch``)."""
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     for j in dataset_jsons:
-        register_json(j, fallback_roots)
+        register_json(j)
     seed_all_rng(cfg.SEED + comm.get_rank())
     if comm.is_main_process():
         from detectron2.utils.logger import setup_logger
@@ -272,8 +264,7 @@ def run_fingerprint(cfg: CfgNode, train_json: str | Path) -> str:
 
 def train(cfg: CfgNode, train_json: str | Path, work_dir: str | Path, num_gpus: int = 1,
           num_machines: int = 1, machine_rank: int = 0, dist_url: str = "auto",
-          num_threads: int = 0, resume: bool = True,
-          fallback_roots: tuple[str | Path, ...] = ()) -> dict[str, Any]:
+          num_threads: int = 0, resume: bool = True) -> dict[str, Any]:
     """Train in ``work_dir`` (checkpoints, log.txt, metrics.json); returns ``{iterations, train_time_s..}``.
 
     With ``resume`` and an existing run of the *same* config in ``work_dir`` (fingerprint match), training
@@ -299,12 +290,11 @@ def train(cfg: CfgNode, train_json: str | Path, work_dir: str | Path, num_gpus: 
         ckpt = check_checkpoint(work / last.read_text().strip())
         start_iter = int(ckpt.get("iteration", -1)) + 1
     t0 = time.perf_counter()
-    roots = tuple(str(r) for r in fallback_roots)
     if num_gpus > 1 or num_machines > 1:
         launch(_train_worker, num_gpus, num_machines=num_machines, machine_rank=machine_rank,
-               dist_url=dist_url, args=(cfg, [str(train_json)], resume, num_threads, roots))
+               dist_url=dist_url, args=(cfg, [str(train_json)], resume, num_threads))
     else:
-        _train_worker(cfg, [str(train_json)], resume, num_threads, roots)
+        _train_worker(cfg, [str(train_json)], resume, num_threads)
     dt = time.perf_counter() - t0
     done = cfg.SOLVER.MAX_ITER - start_iter
     return {"iterations": int(cfg.SOLVER.MAX_ITER), "resumed_from_iter": start_iter,

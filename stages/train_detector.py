@@ -97,15 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(dparams["work_dir"]) / cell
     out = Path(dparams["out_dir"]) / cell
     dparams = {**dparams, "seed": int(params.get("seed", 0))}
-    # Pseudo-label JSONs may name the prepared set's images relative to the GT JSON's directory.
-    roots = (str(Path(dparams["gt_json"]).parent),)
-    cfg = det.build_cfg(args.detector, train_json, work, dparams, fallback_roots=roots)
+    cfg = det.build_cfg(args.detector, train_json, work, dparams)
     if args.opts:
         cfg.merge_from_list(args.opts)
     info = det.train(cfg, train_json, work, num_gpus=args.num_gpus, num_machines=args.num_machines,
                      machine_rank=args.machine_rank, dist_url=args.dist_url,
-                     num_threads=int(dparams.get("num_threads", 0)), resume=not args.no_resume,
-                     fallback_roots=roots)
+                     num_threads=int(dparams.get("num_threads", 0)), resume=not args.no_resume)
     # Publish the finished run (weights only) to the DVC out dir, replacing it as a whole.
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

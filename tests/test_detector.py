@@ -154,13 +154,12 @@ def test_stages_cli(shapes_dir: Path, tmp_path: Path) -> None:
     assert r.returncode != 0 and "model_final.pth" in r.stderr and "corrupt" in r.stderr
 
 
-def test_image_root_fallback(shapes_dir: Path, tmp_path: Path) -> None:
-    """A pseudo-label JSON stored elsewhere but naming the prepared images resolves to the prepared dir."""
+def test_image_root_is_the_json_dir(shapes_dir: Path, tmp_path: Path) -> None:
+    """file_names resolve from the JSON's own directory; a JSON moved away from its images is a clear error."""
     pseudo = tmp_path / "pseudo" / "lab" / "train_pseudo.json"
     pseudo.parent.mkdir(parents=True)
     pseudo.write_text((shapes_dir / "train_gt.json").read_text())
     assert det.resolve_image_root(shapes_dir / "train_gt.json") == shapes_dir
-    assert det.resolve_image_root(pseudo, (shapes_dir,)) == shapes_dir
     with pytest.raises(FileNotFoundError, match=r"train_pseudo.json: image id=\d+ file_name='images/train/"):
         det.resolve_image_root(pseudo)
 
