@@ -1,14 +1,14 @@
 """Labeler training-step overhead benchmark (prints ratios; not a test).
 
-    .venv/bin/python benchmarks/bench_labeler.py [--params params.yaml --labeler vit_tiny] [--iters 10]
+    .venv/bin/python benchmarks/bench_labeler.py [--params params.yaml --labeler vit_tiny] [--iters 20]
 
 From one run it prints:
   * step / encoders = full training step (data already in memory: student fwd+bwd through encoder and
     decoder, teacher fwd, MIL + CRF losses, AdamW step, EMA update) / (bare encoder fwd+bwd for the student
     + bare encoder fwd for the teacher)             target <= 1.5
   * CRF share = CRF refinement (100 iterations, no grad) / full training step      target <= 15 %
-Timings are medians over ``--iters`` repetitions after ``--warmup`` ones, on random inputs whose box sizes
-match the configured demo (``--box-area``).
+Timings are medians over ``--iters`` rounds (encoders, step and CRF timed in turn) after ``--warmup`` ones,
+on random inputs whose box sizes match the configured demo (``--box-area``).
 """
 
 from __future__ import annotations
@@ -34,19 +34,23 @@ from mal.models.labeler import build_labeler, resolve_cfg  # noqa: E402
 from mal.params import load_params  # noqa: E402
 
 
-def _median_time(fn, iters: int, warmup: int) -> float:
+def _median_times(fns: dict, iters: int, warmup: int) -> dict[str, float]:
+    """Median seconds of each function, timed round-robin (one call of each per round), so slow drift in
+    the machine's load affects all of them alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(iters):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for key, fn in fns.items():
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[key].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--labeler", default=None, help="key of labeler.models (default: the first)")
     ap.add_argument("--batch", type=int, default=None, help="per-process batch (default: labeler.train)")
-    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--box-area", type=float, default=400.0, help="box area in image px (size bucket)")
     ap.add_argument("--threads", type=int, default=0)
@@ -107,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     def crf() -> None:
         crf_refine(prob, image, box, cfg["crf_iterations"], cfg["crf_sigma"], tuple(cfg["crf_clamp"]))
 
-    t_enc = _median_time(encoders, args.iters, args.warmup)
-    t_step = _median_time(full_step, args.iters, args.warmup)
-    t_crf = _median_time(crf, args.iters, args.warmup)
+    med = _median_times({"enc": encoders, "step": full_step, "crf": crf}, args.iters, args.warmup)
+    t_enc, t_step, t_crf = med["enc"], med["step"], med["crf"]
     print(
         f"labeler '{name}': {model_cfg['encoder']} crop {s} mask {m} batch {batch} device {device} "
         f"threads {torch.get_num_threads()} amp {use_amp} box_area {args.box_area:g}"

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--max-boxes", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=3, help="best of N interleaved timings")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds (medians)")
     args = ap.parse_args(argv)
     args.checkpoint = args.checkpoint or f"models/labeler/{args.labeler}/checkpoint.pt"
     torch.set_num_threads(args.threads)
@@ -119,19 +119,23 @@ def main(argv: list[str] | None = None) -> int:
         label_images(coco, args.boxes, pred, opts, plans=plans)
 
     encoder_only()  # warm-up
-    best = {"enc": float("inf"), "fwd": float("inf"), "lab": float("inf")}
-    for _ in range(args.repeats):  # interleaved, best of N: the CPU is shared, load drifts
+    labelling()
+    rounds: dict[str, list[float]] = {"enc": [], "fwd": [], "lab": []}
+    for _ in range(args.repeats):  # interleaved rounds: the CPU is shared, load drifts
         for key, fn in (("enc", encoder_only), ("fwd", full_forward), ("lab", labelling)):
             t = time.perf_counter()
             fn()
-            best[key] = min(best[key], time.perf_counter() - t)
-    t_enc, t_fwd, t_lab = best["enc"], best["fwd"], best["lab"]
-    enc_bps, fwd_bps, lab_bps = n_model / t_enc, n_model / t_fwd, n_model / t_lab
-    print(f"bare encoder forward : {enc_bps:8.1f} boxes/s")
+            rounds[key].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in rounds.items()}
+    # the ratio of each round (its three timings taken back to back), then the median over rounds
+    r_enc = float(np.median([e / lab for e, lab in zip(rounds["enc"], rounds["lab"], strict=True)]))
+    r_fwd = float(np.median([f / lab for f, lab in zip(rounds["fwd"], rounds["lab"], strict=True)]))
+    enc_bps, fwd_bps, lab_bps = n_model / med["enc"], n_model / med["fwd"], n_model / med["lab"]
+    print(f"bare encoder forward : {enc_bps:8.1f} boxes/s (median of {args.repeats} rounds)")
     print(f"labeler forward      : {fwd_bps:8.1f} boxes/s (encoder + decoder + sigmoid)")
     print(f"labelling (end to end): {lab_bps:8.1f} boxes/s on {args.threads} CPU threads")
-    print(f"ratio labelling / bare encoder = {lab_bps / enc_bps:.3f} (target >= 0.8)")
-    print(f"ratio labelling / labeler forward = {lab_bps / fwd_bps:.3f} (pipeline overhead)")
+    print(f"ratio labelling / bare encoder = {r_enc:.3f} (target >= 0.8; median of per-round ratios)")
+    print(f"ratio labelling / labeler forward = {r_fwd:.3f} (pipeline overhead)")
     return 0
 
 
