@@ -69,6 +69,7 @@ def test_valid_file_loads_without_warnings(coco_file):
         (lambda c: c["annotations"][0].update(iscrowd=5), "annotation id=10: field 'iscrowd' must be 0 or 1"),
         (lambda c: c["images"][0].update(file_name="missing.png"), "image id=1: field 'file_name': file"),
         (lambda c: c["images"][0].update(width=0), "image id=1: field 'width'/'height' must be positive"),
+        (lambda c: c["images"][0].update(file_name=""), "image id=1: field 'file_name' is empty"),
         (lambda c: c["annotations"][0].update(id=True), "field 'id' is bool"),
     ],
 )

@@ -43,6 +43,10 @@ def _run(tmp_path: Path, images: list, anns: list, options: LabelOptions = OPTS,
             "id=3: duplicate",
         ),
         ('{"images": [], "annotations": [{"id": 4, "image_id": "x"}]}', "id=4: field 'image_id'"),
+        (
+            '{"images": [{"id": 2, "file_name": "", "width": 5, "height": 5}], "annotations": []}',
+            "image id=2: field 'file_name' is empty",
+        ),
     ],
 )
 def test_structural_errors_name_file_record_and_field(tmp_path: Path, content: str, match: str) -> None:
