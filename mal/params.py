@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+# YAML 1.1 (PyYAML) reads an exponent float without a dot, e.g. 5e-6, as the *string* "5e-6"; a
+# stage would then fail far away with a TypeError. Such strings are rejected where the file is read.
+_DOTLESS_EXPONENT = re.compile(r"^[+-]?\d+[eE][+-]?\d+$")
+
+
+def _string_numbers(node: Any, where: str = "") -> list[tuple[str, str]]:
+    """``(dotted key, value)`` for every string in ``node`` that YAML 1.1 failed to read as a number."""
+    if isinstance(node, dict):
+        return [hit for k, v in node.items() for hit in _string_numbers(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(node, list):
+        return [hit for i, v in enumerate(node) for hit in _string_numbers(v, f"{where}[{i}]")]
+    if isinstance(node, str) and _DOTLESS_EXPONENT.match(node.strip()):
+        return [(where, node)]
+    return []
+
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Return params.yaml as a dict (``yaml.safe_load``); a missing file is a clear error."""
+    """Return params.yaml as a dict (``yaml.safe_load``).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and the key for a
+    non-mapping top level or a number written so that YAML reads it as a string (``5e-6``: write ``5.0e-6``).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: params file not found (run from the repository root)")
@@ -17,4 +37,12 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         params = yaml.safe_load(f) or {}
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(params).__name__}")
+    bad = _string_numbers(params)
+    if bad:
+        key, value = bad[0]
+        fixed = re.sub(r"^([+-]?\d+)([eE])", r"\1.0\2", value.strip())
+        raise ValueError(
+            f"{path}: {key}: {value!r} is read as a string, not a number (YAML needs a dot in an exponent "
+            f"float: write {fixed}); {len(bad)} such value(s) in all: {', '.join(k for k, _ in bad)}"
+        )
     return params
