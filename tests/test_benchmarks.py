@@ -1,0 +1,77 @@
+"""The shapes analysis scripts run end to end on a tiny set, and their outputs are what they claim."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mal.models.encoder import Encoder
+from tests.conftest import REPO
+
+TINY = [
+    "--num-train", "4", "--num-val", "2",
+    "--set", "labeler.train.epochs=1", "--set", "labeler.train.batch_size=4",
+    "--set", "labeler.models.vit_tiny.crop_size=64", "--set", "labeler.train.crf_iterations=5",
+]
+
+
+def _run(*args: str) -> str:
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory) -> tuple[Path, str]:
+    run = tmp_path_factory.mktemp("shapes") / "run"
+    return run, _run(str(REPO / "benchmarks/shapes_labeler.py"), "--out", str(run), *TINY)
+
+
+@pytest.mark.slow
+def test_shapes_labeler_reports_per_class_against_box(shapes_run):
+    run, out = shapes_run
+    params = yaml.safe_load((run / "params.yaml").read_text())
+    assert params["data"]["dataset"] == "shapes" and params["data"]["out_dir"] == str(run / "data")
+    assert params["labeler"]["models"]["vit_tiny"]["crop_size"] == 64  # a --set took effect
+    assert (run / "models/vit_tiny/checkpoint.pt").is_file()
+    report = json.loads((run / "report.json").read_text())
+    assert 0.0 <= report["miou"] <= 1.0 and 0.0 < report["box_miou"] < 1.0
+    # every val box is scored once, split over the classes
+    prep = json.loads((run / "prepare.json").read_text())
+    assert sum(n for _, _, n in report["per_class"].values()) == prep["val"]["boxes"]
+    assert f"labeler {report['miou']:.3f}, box {report['box_miou']:.3f}" in out
+
+
+def test_shapes_labeler_rejects_a_bad_set(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/shapes_labeler.py"), "--out", str(tmp_path), "--set", "seed"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0 and "expected dotted.key=value" in proc.stderr
+
+
+@pytest.mark.slow
+def test_mae_weights_load_into_the_labeler_encoder_and_probe(shapes_run, tmp_path):
+    run, _ = shapes_run
+    weights = tmp_path / "mae.pth"
+    out = _run(
+        str(REPO / "benchmarks/mae_pretrain.py"), "--boxes", str(run / "data/train_boxes.json"),
+        "--out", str(weights), "--steps", "2", "--batch-size", "4", "--crop-size", "64",
+    )
+    assert "2 steps x 4 views" in out
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    enc = Encoder("vit_tiny_patch16_224", 64, str(weights))  # the labeler's `pretrained: <path>` route
+    assert torch.equal(enc.model.state_dict()["blocks.0.attn.qkv.weight"], state["blocks.0.attn.qkv.weight"])
+    probe = _run(
+        str(REPO / "benchmarks/token_probe.py"), "--gt", str(run / "data/val_gt.json"),
+        "--crop-size", "64", "--weights", str(weights), str(run / "models/vit_tiny/checkpoint.pt"),
+    )
+    lines = [ln for ln in probe.splitlines() if "AUC" in ln]
+    assert [ln.split()[0] for ln in lines] == ["raw", "random", "mae.pth", "checkpoint.pt"]
+    assert all(0.0 <= float(ln.split()[-1]) <= 1.0 for ln in lines)  # NaN fails too
