@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     ap.add_argument("--start", type=float, default=0.6, help="uniform fg probability inside the box")
     ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--clamp", type=float, nargs=2, default=[0.1, 0.9])
     args = ap.parse_args(argv)
     coco, _ = load_coco(args.gt, require_masks=True)
     images = {im["id"]: im for im in coco["images"]}
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     for sigma in args.sigmas:
         k = neighbour_affinity(image, sigma)
         k8 = torch.cat([k[:, :4], k[:, 5:]], 1).mean(1, keepdim=True)  # mean over the 8 neighbours
-        out = crf_refine(torch.full_like(box, args.start), image, box, args.iterations, sigma)
+        out = crf_refine(torch.full_like(box, args.start), image, box, args.iterations, sigma, tuple(args.clamp))
         print(
             f"sigma {sigma:4.2f}: CRF-from-box IoU {miou(out >= 0.5):.3f}   mean 3x3 affinity "
             f"objects {float(k8[gt].mean()):.2f} background {float(k8[~gt].mean()):.2f}"

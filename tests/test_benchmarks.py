@@ -75,3 +75,30 @@ def test_mae_weights_load_into_the_labeler_encoder_and_probe(shapes_run, tmp_pat
     lines = [ln for ln in probe.splitlines() if "AUC" in ln]
     assert [ln.split()[0] for ln in lines] == ["raw", "random", "mae.pth", "checkpoint.pt"]
     assert all(0.0 <= float(ln.split()[-1]) <= 1.0 for ln in lines)  # NaN fails too
+
+
+def test_grid_bound_is_exact_for_a_square(tmp_path):
+    """A 40 px square in its 1.3x crop: one cell says 'object fraction (1/1.3)^2 > 0.5' -> the whole crop,
+    IoU = (1/1.3)^2; a fine grid recovers the square."""
+    import cv2
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from grid_bound import grid_bound
+
+    m = np.zeros((100, 100), np.uint8)
+    m[30:70, 30:70] = 1
+    rle = mask_utils.encode(np.asfortranarray(m))
+    rle["counts"] = rle["counts"].decode("ascii")
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((100, 100, 3), np.uint8))
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
+        "categories": [{"id": 1, "name": "square"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [30, 30, 40, 40],
+                         "segmentation": rle, "area": 1600, "iscrowd": 0}],
+    }
+    (tmp_path / "gt.json").write_text(json.dumps(coco))
+    res = grid_bound(str(tmp_path / "gt.json"), [1, 32], crop_size=130)
+    assert res[1]["miou"] == pytest.approx((1 / 1.3) ** 2, abs=0.01) and res[1]["square"] == res[1]["miou"]
+    assert res[32]["miou"] > 0.97

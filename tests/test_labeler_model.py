@@ -60,6 +60,21 @@ def test_cfg_validation():
         build_labeler({**TINY, "pretrained": 3})
 
 
+def test_encoder_args_reach_timm_and_survive_the_checkpoint(tmp_path):
+    cfg = {**TINY, "encoder_args": {"patch_size": 8}}
+    m = build_labeler(cfg).eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert m.encoder(x).shape == (2, 192, 8, 8)  # 64 / 8: a finer token grid than patch 16's 4 x 4
+    save_checkpoint(tmp_path / "p8.pt", m, None, m.cfg)
+    loaded, loaded_cfg = load_labeler(tmp_path / "p8.pt")
+    assert loaded_cfg["encoder_args"] == {"patch_size": 8}
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+    assert resolve_cfg(TINY)["encoder_args"] == {}  # old checkpoints (no key) keep patch 16
+    with pytest.raises(ValueError, match="encoder_args must be a mapping"):
+        resolve_cfg({**TINY, "encoder_args": [8]})
+
+
 def test_normalize():
     img = torch.full((2, 4, 4, 3), 255, dtype=torch.uint8)
     out = normalize(img)

@@ -30,6 +30,7 @@ DEFAULT_CFG: dict[str, Any] = {
     "decoder_dim": 256,
     "bucket_rescale": True,  # COCO size-bucket rescale of the grid (x0.5 / x1 / x2)
     "drop_path_rate": 0.0,
+    "encoder_args": {},  # extra timm.create_model kwargs, e.g. {patch_size: 8} (a finer token grid)
 }
 
 
@@ -47,6 +48,9 @@ def resolve_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
     out["decoder_dim"] = int(out["decoder_dim"])
     out["bucket_rescale"] = bool(out["bucket_rescale"])
     out["drop_path_rate"] = float(out["drop_path_rate"])
+    if not isinstance(out["encoder_args"], dict):
+        raise ValueError(f"labeler model cfg: encoder_args must be a mapping, got {out['encoder_args']!r}")
+    out["encoder_args"] = dict(out["encoder_args"])
     return out
 
 
@@ -60,7 +64,9 @@ class MaskLabeler(nn.Module):
     def __init__(self, cfg: dict[str, Any]):
         super().__init__()
         self.cfg = resolve_cfg(cfg)
-        kwargs = {"drop_path_rate": self.cfg["drop_path_rate"]} if self.cfg["drop_path_rate"] > 0 else {}
+        kwargs = dict(self.cfg["encoder_args"])
+        if self.cfg["drop_path_rate"] > 0:
+            kwargs["drop_path_rate"] = self.cfg["drop_path_rate"]
         self.encoder = Encoder(self.cfg["encoder"], self.cfg["crop_size"], self.cfg["pretrained"], **kwargs)
         self.decoder = AttentionDecoder(
             self.encoder.out_channels,
