@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -81,7 +82,6 @@ def test_grid_bound_is_exact_for_a_square(tmp_path):
     """A 40 px square in its 1.3x crop: one cell says 'object fraction (1/1.3)^2 > 0.5' -> the whole crop,
     IoU = (1/1.3)^2; a fine grid recovers the square."""
     import cv2
-    import numpy as np
     from pycocotools import mask as mask_utils
 
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -102,3 +102,19 @@ def test_grid_bound_is_exact_for_a_square(tmp_path):
     res = grid_bound(str(tmp_path / "gt.json"), [1, 32], crop_size=130)
     assert res[1]["miou"] == pytest.approx((1 / 1.3) ** 2, abs=0.01) and res[1]["square"] == res[1]["miou"]
     assert res[32]["miou"] > 0.97
+
+
+@pytest.mark.slow
+def test_show_crops_draws_one_row_per_box(shapes_run, tmp_path):
+    import cv2
+
+    run, _ = shapes_run
+    out = tmp_path / "sheet.png"
+    printed = _run(
+        str(REPO / "benchmarks/show_crops.py"), "--checkpoint", str(run / "models/vit_tiny/checkpoint.pt"),
+        "--gt", str(run / "data/val_gt.json"), "--out", str(out), "--num", "2",
+    )
+    sheet = cv2.imread(str(out))
+    assert sheet.shape == (2 * 64, 4 * 64, 3) and f"{out}: 128 x 256 px" in printed  # crop size 64, 4 columns
+    gt_column = sheet[:, 64:128]
+    assert set(np.unique(gt_column)) <= {0, 255} and gt_column.max() == 255  # the binary GT mask is drawn
