@@ -1,9 +1,10 @@
 """Train and evaluate the labeler on a synthetic shapes set, outside the DVC demo (an experiment script).
 
     .venv/bin/python benchmarks/shapes_labeler.py --out runs/shapes200 \
-        [--num-train 200 --num-val 30] [--set labeler.train.epochs=60 ...]
+        [--num-train 200 --num-val 30] [--set labeler.train.epochs=60 ...] [--dataset nuclei]
 
-Derives ``<out>/params.yaml`` from ``params.yaml`` (``data.dataset: shapes``, the sizes given, every output
+Derives ``<out>/params.yaml`` from ``params.yaml`` (``data.dataset: shapes`` with the sizes given, or
+``--dataset nuclei`` for the same experiment on the embedded real set, every output
 path under ``<out>``, then each ``--set dotted.key=value``, the value read as YAML), runs the real stages
 (``stages/prepare.py``, ``stages/train_labeler.py``) on it, labels the val boxes with the student at
 ``pseudo_label.threshold`` and prints class-averaged and per-class mIoU next to the box-as-mask baseline.
@@ -27,13 +28,16 @@ sys.path.insert(0, str(REPO))
 from mal.params import load_params  # noqa: E402
 
 
-def derive_params(base: dict[str, Any], out: Path, num_train: int, num_val: int, sets: list[str]) -> dict:
-    """``base`` with the shapes data set, outputs under ``out`` and the ``--set`` overrides applied."""
+def derive_params(
+    base: dict[str, Any], out: Path, num_train: int, num_val: int, sets: list[str], dataset: str = "shapes"
+) -> dict:
+    """``base`` with ``dataset`` (shapes: of the sizes given), outputs under ``out``, the ``--set`` overrides."""
     params = json.loads(json.dumps(base))
     data = params["data"]
-    data["dataset"] = "shapes"
+    data["dataset"] = dataset
     data["out_dir"] = str(out / "data")
-    data["shapes"].update({"num_train": num_train, "num_val": num_val})
+    if dataset == "shapes":
+        data["shapes"].update({"num_train": num_train, "num_val": num_val})
     params["labeler"]["paths"] = {
         "checkpoint": str(out / "models/{labeler}/checkpoint.pt"),
         "metrics": str(out / "metrics/{labeler}.json"),
@@ -61,13 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labeler", default="vit_tiny")
     ap.add_argument("--num-train", type=int, default=200)
     ap.add_argument("--num-val", type=int, default=30)
+    ap.add_argument("--dataset", choices=["shapes", "nuclei"], default="shapes")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     params_path = out / "params.yaml"
     params_path.write_text(
-        yaml.safe_dump(derive_params(load_params(args.params), out, args.num_train, args.num_val, args.sets))
+        yaml.safe_dump(derive_params(load_params(args.params), out, args.num_train, args.num_val, args.sets, args.dataset))
     )
     load_params(params_path)  # the same checks the stages make, before any work
     py = sys.executable
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "sets": args.sets,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(f"\nshapes val ({quality['num_instances']} boxes), threshold {threshold}: "
+    print(f"\n{args.dataset} val ({quality['num_instances']} boxes), threshold {threshold}: "
           f"labeler {quality['miou']:.3f}, box {box['miou']:.3f} (stage val_miou {report['val_miou_stage']:.3f})")
     print(f"{'class':<10} {'labeler':>8} {'box':>6} {'boxes':>6}")
     for name, (m, b, n) in report["per_class"].items():

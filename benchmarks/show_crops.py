@@ -41,7 +41,8 @@ def crop_rows(checkpoint: str, gt_json: str, num: int, threshold: float) -> np.n
             logits = model(normalize(crop[None]), torch.tensor([float(a["bbox"][2] * a["bbox"][3])]))
         prob = cv2.resize(torch.sigmoid(logits)[0, 0].numpy(), (s, s), interpolation=cv2.INTER_LINEAR)
         box = cv2.resize(box_mask_in_crop(a["bbox"], window, s).astype(np.float32), (s, s)) > 0.5
-        gray = [crop_and_resize(gt, window, s), (prob * 255).astype(np.uint8), ((prob * box) > threshold) * 255]
+        gt_crop = (crop_and_resize(gt, window, s) > 127) * 255  # binary, as the IoU sees it
+        gray = [gt_crop, (prob * 255).astype(np.uint8), ((prob * box) > threshold) * 255]
         rows.append(np.concatenate([crop] + [np.repeat(g.astype(np.uint8)[..., None], 3, 2) for g in gray], 1))
     if not rows:
         raise SystemExit(f"{gt_json}: no non-crowd annotations to show")

@@ -118,3 +118,18 @@ def test_show_crops_draws_one_row_per_box(shapes_run, tmp_path):
     assert sheet.shape == (2 * 64, 4 * 64, 3) and f"{out}: 128 x 256 px" in printed  # crop size 64, 4 columns
     gt_column = sheet[:, 64:128]
     assert set(np.unique(gt_column)) <= {0, 255} and gt_column.max() == 255  # the binary GT mask is drawn
+
+
+def test_derived_params_switch_the_dataset_and_keep_outputs_out_of_the_repo(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from shapes_labeler import derive_params
+
+    from mal.params import load_params
+
+    base = load_params(REPO / "params.yaml")
+    nuclei = derive_params(base, tmp_path, 7, 3, ["labeler.train.crf_weight=0.0"], dataset="nuclei")
+    assert nuclei["data"]["dataset"] == "nuclei" and nuclei["data"]["shapes"] == base["data"]["shapes"]
+    assert nuclei["labeler"]["train"]["crf_weight"] == 0.0 and base["labeler"]["train"]["crf_weight"] == 0.5
+    assert all(str(v).startswith(str(tmp_path)) for v in nuclei["labeler"]["paths"].values())
+    shapes = derive_params(base, tmp_path, 7, 3, [])
+    assert shapes["data"]["dataset"] == "shapes" and shapes["data"]["shapes"]["num_train"] == 7
