@@ -79,6 +79,7 @@ def crf_refine(
     iterations: int = 100,
     sigma: float = 0.1,
     clamp: tuple[float, float] = (0.1, 0.9),
+    normalize_affinity: bool = False,
 ) -> torch.Tensor:
     """Mean-field-like refinement of a foreground probability map (no gradient), float32.
 
@@ -86,11 +87,17 @@ def crf_refine(
     fg times the box mask, renormalised over {fg, bg}, clamped to ``clamp``. Renormalising two labels is a
     sigmoid of the difference, and ``sum_j k_ij log b_fg(j) - sum_j k_ij log b_bg(j) = sum_j k_ij logit b(j)``,
     so one channel of logits carries the whole update.
+    ``normalize_affinity`` (not the paper's formula; off by default) divides each pixel's nine ``k_ij`` by their
+    sum: the update becomes a weighted *mean* of neighbour logits, so background from outside the box can
+    diffuse into a confident box through like-coloured pixels, where the paper's weighted *sum* keeps every
+    straight box edge (a pixel there has 6 foreground terms against 3) and only rounds the corners.
     Args: prob / box_mask ``B x 1 x M x M``; image ``B x 3 x M x M`` (the colours the affinity uses).
     Returns the refined fg belief ``B x 1 x M x M`` in ``clamp`` (threshold it for a hard target).
     """
     lo, hi = clamp
     affinity = neighbour_affinity(image, sigma)
+    if normalize_affinity:
+        affinity = affinity / affinity.sum(1, keepdim=True)  # >= 1: the centre's own k is 1
     box = box_mask.float()
     belief = (prob.float() * box).clamp(lo, hi)
     padded = belief.new_zeros(belief.shape[0], 1, belief.shape[-2] + 2, belief.shape[-1] + 2)
@@ -108,6 +115,7 @@ def crf_loss(
     iterations: int = 100,
     sigma: float = 0.1,
     clamp: tuple[float, float] = (0.1, 0.9),
+    normalize_affinity: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CRF self-training loss -> (``B`` loss, ``B x 1 x M x M`` hard target).
 
@@ -121,7 +129,7 @@ def crf_loss(
         )
     with torch.no_grad():
         start = (student_prob.detach().float() + teacher_prob.detach().float()) / 2.0
-        refined = crf_refine(start, image, box_mask, iterations, sigma, clamp)
+        refined = crf_refine(start, image, box_mask, iterations, sigma, clamp, normalize_affinity)
         target = (refined >= 0.5).float()
     return dice_loss(student_prob, target), target
 

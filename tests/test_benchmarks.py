@@ -133,3 +133,18 @@ def test_derived_params_switch_the_dataset_and_keep_outputs_out_of_the_repo(tmp_
     assert all(str(v).startswith(str(tmp_path)) for v in nuclei["labeler"]["paths"].values())
     shapes = derive_params(base, tmp_path, 7, 3, [])
     assert shapes["data"]["dataset"] == "shapes" and shapes["data"]["shapes"]["num_train"] == 7
+
+
+@pytest.mark.slow
+def test_crf_oracle_from_a_box_and_from_a_checkpoint(shapes_run):
+    run, _ = shapes_run
+    gt = str(run / "data/val_gt.json")
+    base = [str(REPO / "benchmarks/crf_oracle.py"), "--gt", gt, "--crop-size", "64", "--sigmas", "0.3"]
+    from_box = _run(*base, "--start", "0.9", "--normalize-affinity")
+    assert "CRF-from-box IoU" in from_box
+    from_net = _run(*base, "--checkpoint", str(run / "models/vit_tiny/checkpoint.pt"), "--clamp", "0.1", "0.7")
+    assert "labeler IoU" in from_net and "CRF-target IoU" in from_net
+    ious = [float(ln.split("IoU ")[1].split()[0]) for ln in (from_box + from_net).splitlines() if "IoU " in ln]
+    assert len(ious) == 5 and all(0.0 <= v <= 1.0 for v in ious)  # box line, sigma line; box, labeler, sigma
+    with pytest.raises(AssertionError):  # a checkpoint of another crop size is refused, naming it
+        _run(*base[:-4], "--crop-size", "128", "--checkpoint", str(run / "models/vit_tiny/checkpoint.pt"))

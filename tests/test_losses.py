@@ -143,3 +143,21 @@ def test_crf_refinement_matches_the_two_label_formula():
     ours = crf_refine(prob, image, box, iterations=7, sigma=0.1)
     ref = _crf_reference(prob, image, box, iterations=7, sigma=0.1)
     assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_normalized_affinity_lets_background_into_a_confident_box():
+    """From a confident box (0.9), the paper's sum of weighted logits keeps every straight box edge (a pixel
+    there has 6 foreground terms against 3); the mean variant lets the outside background diffuse in through
+    the like-coloured margin and stops at the colour edge."""
+    m = 32
+    img = torch.zeros(1, 3, m, m)
+    img[..., 8:20, 8:24] = 1.0
+    box = _box(m, 4, 24, 4, 28)
+    start = torch.full((1, 1, m, m), 0.9)
+    paper = crf_refine(start, img, box, iterations=100) >= 0.5
+    mean = crf_refine(start, img, box, iterations=100, normalize_affinity=True) >= 0.5
+    target = torch.zeros_like(mean)
+    target[..., 8:20, 8:24] = True
+    assert torch.equal(mean, target)
+    assert paper[0, 0, 4:24, 16].all() and paper[0, 0, 14, 4:28].all()  # the box's mid-lines stay foreground
+    assert not torch.equal(paper, target)

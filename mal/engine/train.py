@@ -48,6 +48,7 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "crf_iterations": 100,
     "crf_sigma": 0.1,
     "crf_clamp": [0.1, 0.9],
+    "crf_normalize_affinity": False,  # paper: the sum of k_ij-weighted logits; true: their mean (mal.losses)
     "val_threshold": 0.5,
     "val_every": 1,
     "val_max_boxes": 0,  # 0 = every val box; else an evenly spaced subset (large sets, e.g. COCO)
@@ -159,7 +160,8 @@ def train_step(
         s_img.float(), size=p_s.shape[-2:], mode="bilinear", align_corners=False, antialias=True
     )
     crf, _ = crf_loss(
-        p_s, p_t, image_small, box, cfg["crf_iterations"], cfg["crf_sigma"], tuple(cfg["crf_clamp"])
+        p_s, p_t, image_small, box, cfg["crf_iterations"], cfg["crf_sigma"], tuple(cfg["crf_clamp"]),
+        bool(cfg["crf_normalize_affinity"]),
     )
     crf = crf.mean()
     w_mil = cfg["mil_weight"] * ramp(step, cfg["mil_warmup_steps"])
