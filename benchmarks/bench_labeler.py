@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mal.engine.schedule import EMATeacher, build_optimizer  # noqa: E402
-from mal.engine.train import resolve_train_cfg, train_step  # noqa: E402
-from mal.losses import crf_refine  # noqa: E402
-from mal.models.labeler import build_labeler, resolve_cfg  # noqa: E402
-from mal.params import load_params  # noqa: E402
+from mal.common.params import load_params  # noqa: E402
+from mal.labeler.losses import crf_refine  # noqa: E402
+from mal.labeler.model import build_labeler, resolve_cfg  # noqa: E402
+from mal.labeler.schedule import EMATeacher, build_optimizer  # noqa: E402
+from mal.labeler.train import resolve_train_cfg, train_step  # noqa: E402
 
 
 def _median_times(fns: dict, iters: int, warmup: int) -> dict[str, float]:

@@ -5,7 +5,7 @@
 
 Prints
 - labelling boxes/s: the whole path (read image, crop, normalise, labeler forward, sigmoid x box,
-  paste, threshold, RLE) as run by ``mal.pseudo_label.label_images``;
+  paste, threshold, RLE) as run by ``mal.pseudo.label.label_images``;
 - bare-encoder boxes/s: only ``model.encoder(normalize(crops))`` on the same crops in the same batches;
 - the ratio (target >= 0.8) and, for reference, the full labeler forward (encoder + decoder) alone.
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mal.crops import crop_and_resize, expand_box_fixed
-from mal.pseudo_label import LabelOptions, Predictor, label_images, load_boxes, plan_annotations
+from mal.labeler.crops import crop_and_resize, expand_box_fixed
+from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes, plan_annotations
 
 
 def _subset(coco: dict, max_boxes: int) -> dict:
@@ -47,8 +47,8 @@ def _subset(coco: dict, max_boxes: int) -> dict:
 def _checkpoint(args: argparse.Namespace) -> Path:
     if args.checkpoint and Path(args.checkpoint).is_file() and not (args.encoder or args.crop_size):
         return Path(args.checkpoint)
-    from mal.models.labeler import build_labeler, save_checkpoint
-    from mal.params import load_params
+    from mal.common.params import load_params
+    from mal.labeler.model import build_labeler, save_checkpoint
 
     cfg = dict(load_params(args.params).get("labeler", {}).get("models", {}).get(args.labeler) or {})
     cfg.update({k: v for k, v in (("encoder", args.encoder), ("crop_size", args.crop_size)) if v})
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # the same crops, in the same batches, as label_images forms them
-    from mal.coco_io import image_path, read_image
+    from mal.common.coco_io import image_path, read_image
 
     images = {im["id"]: im for im in coco["images"]}
     crops, areas = [], []
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(0, len(crops), args.batch_size)
     ]
     model = pred.models[0]
-    from mal.models.labeler import normalize
+    from mal.labeler.model import normalize
 
     @torch.inference_mode()
     def encoder_only() -> None:

@@ -5,7 +5,7 @@
 
 For every GT box of ``--gt``: the fixed 1.3x crop, ImageNet-normalised and resized to the mask resolution
 (``crop_size / 4``, antialiased, as in training), a uniform foreground start ``--start`` inside the box,
-100 iterations of the training code's :func:`mal.losses.crf_refine`, threshold 0.5; mean IoU against the GT
+100 iterations of the training code's :func:`mal.labeler.losses.crf_refine`, threshold 0.5; mean IoU against the GT
 mask on the same grid, next to the box-as-mask IoU. Also prints the mean 3x3 colour affinity inside objects
 and inside background. No network is involved: this is the signal the CRF term can add by itself.
 With ``--checkpoint`` the start is instead a trained labeler's probability on the same crops (as the CRF
@@ -25,11 +25,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mal.coco_io import image_path, load_coco, read_image  # noqa: E402
-from mal.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed  # noqa: E402
-from mal.losses import crf_refine, neighbour_affinity  # noqa: E402
-from mal.masks import decode_segmentation  # noqa: E402
-from mal.models.labeler import load_labeler, normalize  # noqa: E402
+from mal.common.coco_io import image_path, load_coco, read_image  # noqa: E402
+from mal.common.masks import decode_segmentation  # noqa: E402
+from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed  # noqa: E402
+from mal.labeler.losses import crf_refine, neighbour_affinity  # noqa: E402
+from mal.labeler.model import load_labeler, normalize  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

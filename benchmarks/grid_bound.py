@@ -19,9 +19,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mal.coco_io import load_coco  # noqa: E402
-from mal.crops import crop_and_resize, expand_box_fixed  # noqa: E402
-from mal.masks import decode_segmentation  # noqa: E402
+from mal.common.coco_io import load_coco  # noqa: E402
+from mal.common.masks import decode_segmentation  # noqa: E402
+from mal.labeler.crops import crop_and_resize, expand_box_fixed  # noqa: E402
 
 
 def grid_bound(gt_json: str, grids: list[int], crop_size: int = 128) -> dict[int, dict[str, float]]:

@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mal.coco_io import image_path, load_coco, read_image  # noqa: E402
-from mal.models.labeler import normalize  # noqa: E402
+from mal.common.coco_io import image_path, load_coco, read_image  # noqa: E402
+from mal.labeler.model import normalize  # noqa: E402
 
 
 class MAEDecoder(nn.Module):

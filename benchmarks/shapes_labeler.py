@@ -25,7 +25,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mal.params import load_params  # noqa: E402
+from mal.common.params import load_params  # noqa: E402
 
 
 def derive_params(
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([py, str(REPO / "stages/train_labeler.py"), "--params", str(params_path),
                     "--labeler", args.labeler, "--no-resume"], cwd=REPO, check=True)
 
-    from mal.mask_quality import evaluate_masks
-    from mal.pseudo_label import LabelOptions, Predictor, label_images, load_boxes
+    from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes
+    from mal.pseudo.quality import evaluate_masks
 
     params = load_params(params_path)
     threshold = float(params["pseudo_label"]["threshold"])

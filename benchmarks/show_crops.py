@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mal.coco_io import image_path, load_coco, read_image  # noqa: E402
-from mal.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed  # noqa: E402
-from mal.masks import decode_segmentation  # noqa: E402
-from mal.models.labeler import load_labeler, normalize  # noqa: E402
+from mal.common.coco_io import image_path, load_coco, read_image  # noqa: E402
+from mal.common.masks import decode_segmentation  # noqa: E402
+from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed  # noqa: E402
+from mal.labeler.model import load_labeler, normalize  # noqa: E402
 
 
 def crop_rows(checkpoint: str, gt_json: str, num: int, threshold: float) -> np.ndarray:

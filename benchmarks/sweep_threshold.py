@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mal.mask_quality import evaluate_masks
-from mal.pseudo_label import LabelOptions, Predictor, label_images, load_boxes
+from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes
+from mal.pseudo.quality import evaluate_masks
 
 
 class CachedPredictor:

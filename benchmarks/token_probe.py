@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mal.coco_io import image_path, load_coco, read_image  # noqa: E402
-from mal.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed  # noqa: E402
-from mal.masks import decode_segmentation  # noqa: E402
-from mal.models.labeler import normalize  # noqa: E402
+from mal.common.coco_io import image_path, load_coco, read_image  # noqa: E402
+from mal.common.masks import decode_segmentation  # noqa: E402
+from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed  # noqa: E402
+from mal.labeler.model import normalize  # noqa: E402
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:

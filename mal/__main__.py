@@ -8,8 +8,8 @@ import sys
 # command -> module with a `main(argv: list[str] | None) -> int | None`
 COMMANDS = {
     "prepare": "mal.datasets.prepare",
-    "label": "mal.label_cli",
-    "profile": "mal.profiles",
+    "label": "mal.pseudo.cli",
+    "profile": "mal.common.profiles",
 }
 
 

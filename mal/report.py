@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mal.coco_io import write_json_atomic
-from mal.params import load_params
+from mal.common.coco_io import write_json_atomic
+from mal.common.params import load_params
 
 COLUMNS = ["detector", "masks", "mask_AP", "mask_AP50", "mask_AP75", "box_AP", "retention_pct", "pseudo_mIoU"]
 

@@ -139,7 +139,7 @@ def mal_pipeline(
     logger = get_run_logger()
     repo = Path(repo_dir).resolve()
     if profile:
-        from mal.profiles import apply_profile
+        from mal.common.profiles import apply_profile
 
         apply_profile(profile_path(profile, repo), repo / "params.yaml")
         logger.info("params.yaml switched to profile %s", profile)

@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from mal.coco_eval import evaluate_predictions
-from mal.coco_io import write_json_atomic
-from mal.params import load_params
+from mal.common.coco_io import write_json_atomic
+from mal.common.params import load_params
+from mal.detection.coco_eval import evaluate_predictions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--masks", required=True, help="'gt' or a labeler name")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    from mal import detector as det  # imports detectron2
+    from mal.detection import detector as det  # imports detectron2
 
     params = load_params(args.params)
     dparams, eparams = params["detector"], params["evaluate"]

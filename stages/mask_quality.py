@@ -14,9 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from mal.coco_io import write_json_atomic
-from mal.mask_quality import evaluate_masks
-from mal.params import load_params
+from mal.common.coco_io import write_json_atomic
+from mal.common.params import load_params
+from mal.pseudo.quality import evaluate_masks
 
 
 def _load(path: str) -> dict:

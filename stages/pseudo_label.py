@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from mal.coco_io import write_json_atomic
-from mal.params import load_params
-from mal.pseudo_label import LabelOptions
-from mal.pseudo_shards import label_coco
+from mal.common.coco_io import write_json_atomic
+from mal.common.params import load_params
+from mal.pseudo.label import LabelOptions
+from mal.pseudo.shards import label_coco
 
 OPTION_KEYS = (
     "threshold",

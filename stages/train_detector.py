@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from mal.coco_io import write_json_atomic
-from mal.params import load_params
+from mal.common.coco_io import write_json_atomic
+from mal.common.params import load_params
 
 
 def train_json_for(dparams: dict, masks: str) -> Path:
@@ -70,7 +70,7 @@ def write_curves(jsonl: Path, live_dir: Path) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--detector", required=True, help="a key of mal.detector.DETECTORS")
+    ap.add_argument("--detector", required=True, help="a key of mal.detection.detector.DETECTORS")
     ap.add_argument("--masks", required=True, help="'gt' or a labeler name (uses its pseudo-label JSON)")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--num-gpus", type=int, default=max(torch.cuda.device_count(), 1))
@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mal import detector as det  # imports detectron2
+    from mal.detection import detector as det  # imports detectron2
 
     params = load_params(args.params)
     dparams = params["detector"]

@@ -23,11 +23,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mal.coco_io import load_coco, write_json_atomic  # noqa: E402
-from mal.datasets.common import is_trainable  # noqa: E402
-from mal.engine.data import box_records  # noqa: E402
-from mal.engine.train import dist_cleanup, train_labeler  # noqa: E402
-from mal.params import load_params  # noqa: E402
+from mal.common.boxes import is_trainable  # noqa: E402
+from mal.common.coco_io import load_coco, write_json_atomic  # noqa: E402
+from mal.common.params import load_params  # noqa: E402
+from mal.labeler.data import box_records  # noqa: E402
+from mal.labeler.train import dist_cleanup, train_labeler  # noqa: E402
 
 # labeler.paths (each may contain {labeler}); these are the defaults
 DEFAULT_PATHS = {

@@ -21,7 +21,7 @@ def tiny_checkpoint() -> Path:
     """A randomly initialised ViT-Tiny labeler at 32 px crops (student != teacher), saved once per session."""
     import torch
 
-    from mal.models.labeler import build_labeler, save_checkpoint
+    from mal.labeler.model import build_labeler, save_checkpoint
 
     torch.manual_seed(0)
     student = build_labeler(TINY_CFG)
@@ -34,7 +34,7 @@ def tiny_checkpoint() -> Path:
 
 
 class ConstPredictor:
-    """Stands in for :class:`mal.pseudo_label.Predictor`: every crop gets probability ``value``."""
+    """Stands in for :class:`mal.pseudo.label.Predictor`: every crop gets probability ``value``."""
 
     def __init__(self, value: float = 1.0, crop_size: int = 16, mask_size: int = 8):
         self.value, self.crop_size, self.mask_size = value, crop_size, mask_size

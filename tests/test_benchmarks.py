@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from mal.models.encoder import Encoder
+from mal.labeler.encoder import Encoder
 from tests.conftest import REPO
 
 TINY = [
@@ -124,7 +124,7 @@ def test_derived_params_switch_the_dataset_and_keep_outputs_out_of_the_repo(tmp_
     sys.path.insert(0, str(REPO / "benchmarks"))
     from shapes_labeler import derive_params
 
-    from mal.params import load_params
+    from mal.common.params import load_params
 
     base = load_params(REPO / "params.yaml")
     nuclei = derive_params(base, tmp_path, 7, 3, ["labeler.train.crf_weight=0.0"], dataset="nuclei")

@@ -1,4 +1,4 @@
-"""mal.coco_eval: pycocotools evaluation helpers (no detectron2)."""
+"""mal.detection.coco_eval: pycocotools evaluation helpers (no detectron2)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mal.coco_eval import STAT_NAMES, encode_mask, evaluate_predictions, gt_as_predictions, load_gt
+from mal.detection.coco_eval import STAT_NAMES, encode_mask, evaluate_predictions, gt_as_predictions, load_gt
 
 
 def _val(shapes_dir: Path) -> Path:

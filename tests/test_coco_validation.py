@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mal.coco_io import CocoFormatError, load_coco, read_image, validate_coco
+from mal.common.coco_io import CocoFormatError, load_coco, read_image, validate_coco
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mal.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed, expand_box_random
+from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed, expand_box_random
 
 
 def test_expand_box_fixed_hand_values():
@@ -89,7 +89,7 @@ def test_large_image_path_gives_the_same_crops(monkeypatch):
     img = np.stack([xx * 5, yy * 6, (xx + yy) * 2], -1).astype(np.uint8)  # smooth ramps
     windows = [(-10.3, -7.1, 30.2, 25.9), (12.5, 3.25, 61.0, 55.5), (1.0, 2.0, 9.0, 10.0)]
     fast = [crop_and_resize(img, w, 24) for w in windows]
-    monkeypatch.setattr("mal.crops._REMAP_MAX_SIDE", 0)
+    monkeypatch.setattr("mal.labeler.crops._REMAP_MAX_SIDE", 0)
     exact = [crop_and_resize(img, w, 24) for w in windows]
     for a, b in zip(fast, exact, strict=True):
         assert a.shape == b.shape == (24, 24, 3)

@@ -1,4 +1,4 @@
-"""mal.detector + stages/train_detector.py + stages/evaluate.py on a tiny synthetic set (CPU, few iters)."""
+"""mal.detection.detector + stages/train_detector.py + stages/evaluate.py on a tiny synthetic set (CPU, few iters)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 import yaml
 
 pytest.importorskip("detectron2")
-from mal import detector as det  # noqa: E402
-from mal.coco_eval import evaluate_predictions  # noqa: E402
+from mal.detection import detector as det  # noqa: E402
+from mal.detection.coco_eval import evaluate_predictions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,7 +166,7 @@ def test_image_root_is_the_json_dir(shapes_dir: Path, tmp_path: Path) -> None:
 
 def test_resume_fingerprint_covers_training_data(shapes_dir: Path, tmp_path: Path) -> None:
     """Same config, different training masks -> a different run: an old checkpoint must not be resumed."""
-    from mal import detector as det
+    from mal.detection import detector as det
 
     train = shapes_dir / "train_copy_for_fingerprint.json"  # beside the images, so the dataset registers
     train.write_bytes((shapes_dir / "train_gt.json").read_bytes())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mal.__main__ import main as mal_main
-from mal.label_cli import main
+from mal.pseudo.cli import main
 from tests._pseudo_fixtures import ann, save_image, tiny_checkpoint, write_coco
 
 

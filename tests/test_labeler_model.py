@@ -4,9 +4,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mal.models import IMAGENET_MEAN, IMAGENET_STD, build_labeler, load_labeler, normalize, save_checkpoint
-from mal.models.decoder import size_bucket
-from mal.models.labeler import resolve_cfg
+from mal.labeler.decoder import size_bucket
+from mal.labeler.model import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_labeler,
+    load_labeler,
+    normalize,
+    resolve_cfg,
+    save_checkpoint,
+)
 
 TINY = {"encoder": "vit_tiny_patch16_224", "crop_size": 64, "decoder_dim": 32}
 

@@ -13,13 +13,14 @@ import torch
 import yaml
 from PIL import Image
 
-from mal.coco_io import load_coco
-from mal.datasets.common import is_trainable, mask_to_annotation
+from mal.common.boxes import is_trainable
+from mal.common.coco_io import load_coco
+from mal.datasets.common import mask_to_annotation
 from mal.datasets.shapes import build_shapes
-from mal.engine.data import BoxCropDataset, box_records
-from mal.engine.evaluate import evaluate_labeler
-from mal.engine.train import resolve_train_cfg, train_labeler, train_step
-from mal.models import build_labeler, load_labeler
+from mal.labeler.data import BoxCropDataset, box_records
+from mal.labeler.evaluate import evaluate_labeler
+from mal.labeler.model import build_labeler, load_labeler
+from mal.labeler.train import resolve_train_cfg, train_labeler, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"encoder": "vit_tiny_patch16_224", "crop_size": 32, "decoder_dim": 16}

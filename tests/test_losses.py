@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mal.engine.schedule import EMATeacher, lr_at, param_groups
-from mal.losses import DICE_EPS, crf_loss, crf_refine, dice_loss, mil_loss, neighbour_affinity, ramp
+from mal.labeler.losses import DICE_EPS, crf_loss, crf_refine, dice_loss, mil_loss, neighbour_affinity, ramp
+from mal.labeler.schedule import EMATeacher, lr_at, param_groups
 
 
 def _box(m=16, r0=4, r1=12, c0=3, c1=10):

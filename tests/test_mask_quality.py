@@ -1,4 +1,4 @@
-"""mal.mask_quality: class- vs instance-averaged mIoU, size buckets, baselines, overlays, the stage."""
+"""mal.pseudo.quality: class- vs instance-averaged mIoU, size buckets, baselines, overlays, the stage."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from mal.mask_quality import evaluate_masks, grabcut_mask, summarize
-from mal.masks import box_rle, encode_mask
+from mal.common.masks import box_rle, encode_mask
+from mal.pseudo.quality import evaluate_masks, grabcut_mask, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 

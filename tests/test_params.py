@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mal.params import load_params
+from mal.common.params import load_params
 from tests.conftest import REPO
 
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from mal.profiles import apply_profile
+from mal.common.profiles import apply_profile
 from tests.conftest import REPO, copy_repo, tool_env
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mal.coco_io import load_coco
+from mal.common.coco_io import load_coco
+from mal.common.params import load_params
 from mal.datasets.prepare import prepare
-from mal.params import load_params
 from tests.conftest import REPO, copy_repo, tool_env
 
 

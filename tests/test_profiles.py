@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from mal.profiles import apply_profile, merge
+from mal.common.profiles import apply_profile, merge
 
 
 def test_merge_is_recursive_and_replaces_lists():

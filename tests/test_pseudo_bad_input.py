@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mal.masks import box_rle, decode_segmentation, rle_area
-from mal.pseudo_label import LabelOptions, SkipError, load_boxes
-from mal.pseudo_shards import label_coco
+from mal.common.masks import box_rle, decode_segmentation, rle_area
+from mal.pseudo.label import LabelOptions, SkipError, load_boxes
+from mal.pseudo.shards import label_coco
 from tests._pseudo_fixtures import ConstPredictor, ann, save_image, write_coco
 
 OPTS = LabelOptions(threshold=0.5, show_progress=False, batch_size=8)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mal.masks import box_rle, rle_area, rle_iou
-from mal.pseudo_label import LabelOptions, Predictor, label_images, load_boxes
-from mal.pseudo_shards import label_coco
+from mal.common.masks import box_rle, rle_area, rle_iou
+from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes
+from mal.pseudo.shards import label_coco
 from tests._pseudo_fixtures import ConstPredictor, ann, save_image, tiny_checkpoint, write_coco
 
 QUIET = {"show_progress": False, "batch_size": 4}

@@ -1,4 +1,4 @@
-"""mal.masks: region RLE == full-mask RLE, centre-aligned pasting, box masks, GT decoding, IoU."""
+"""mal.common.masks: region RLE == full-mask RLE, centre-aligned pasting, box masks, GT decoding, IoU."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from mal.crops import crop_and_resize
-from mal.masks import (
+from mal.common.boxes import box_region, clip_box_xywh
+from mal.common.masks import (
     box_mask,
-    box_region,
     box_rle,
-    clip_box_xywh,
     decode_segmentation,
     empty_rle,
     encode_mask,
@@ -21,6 +19,7 @@ from mal.masks import (
     rle_iou,
     segmentation_to_rle,
 )
+from mal.labeler.crops import crop_and_resize
 
 
 def test_rle_from_region_matches_full_encode() -> None:
@@ -52,7 +51,7 @@ def test_empty_and_box_rle() -> None:
 
 
 def test_paste_prob_inverts_crop_sampling() -> None:
-    """A pattern cropped with mal.crops and pasted back lands on the same image pixels."""
+    """A pattern cropped with mal.labeler.crops and pasted back lands on the same image pixels."""
     img = np.zeros((40, 50, 3), np.uint8)
     img[10:20, 15:35] = 255
     window = (11.0, 6.0, 39.0, 24.0)  # 28 x 18 px, resampled to 56 x 56 (not aspect-preserving)

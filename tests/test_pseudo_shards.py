@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mal.pseudo_label import LabelOptions
-from mal.pseudo_shards import label_coco, merge_results, shard_of, shard_paths
+from mal.pseudo.label import LabelOptions
+from mal.pseudo.shards import label_coco, merge_results, shard_of, shard_paths
 from tests._pseudo_fixtures import ConstPredictor, ann, save_image, write_coco
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from mal.coco_io import image_path
+from mal.common.coco_io import image_path
 from tests._pseudo_fixtures import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mal.coco_io import ValidationReport, load_coco, write_json_atomic
+from mal.common.coco_io import ValidationReport, load_coco, write_json_atomic
 from mal.datasets.common import strip_masks
 
 

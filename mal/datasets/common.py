@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from mal.coco_io import write_json_atomic
+from mal.common.coco_io import write_json_atomic
 
 
 def mask_to_annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) -> dict[str, Any]:
@@ -47,9 +47,3 @@ def write_splits(out_dir: Path, train: dict[str, Any], val: dict[str, Any]) -> N
     write_json_atomic(out_dir / "train_gt.json", train)
     write_json_atomic(out_dir / "train_boxes.json", strip_masks(train))
     write_json_atomic(out_dir / "val_gt.json", val)
-
-
-def is_trainable(ann: dict[str, Any], min_area: float, min_side: float) -> bool:
-    """The labeler trains on non-crowd boxes with w, h > min_side and w*h > min_area (paper: 2, 2048)."""
-    _, _, w, h = ann["bbox"]
-    return not ann.get("iscrowd", 0) and w > min_side and h > min_side and w * h > min_area

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mal.coco_io import ValidationReport, load_coco, write_json_atomic
-from mal.datasets.common import is_trainable
-from mal.params import load_params
+from mal.common.boxes import is_trainable
+from mal.common.coco_io import ValidationReport, load_coco, write_json_atomic
+from mal.common.params import load_params
 
 SPLIT_FILES = {"train": "train_gt.json", "train_boxes": "train_boxes.json", "val": "val_gt.json"}
 

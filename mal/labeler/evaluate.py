@@ -89,7 +89,7 @@ def evaluate_labeler(
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> dict[str, float]:
-    """mIoU of ``model`` on a val :class:`~mal.engine.data.BoxCropDataset` (``train=False``) whose
+    """mIoU of ``model`` on a val :class:`~mal.labeler.data.BoxCropDataset` (``train=False``) whose
     records carry GT ``segmentation``. Returns ``val_miou``, ``val_miou_instance``, ``val_miou_box``
     (box-as-mask baseline, class-averaged), ``val_boxes``."""
     model.eval()

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mal.coco_io import write_json_atomic
+from mal.common.coco_io import write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,9 +84,9 @@ def visualize(
     out_coco: dict[str, Any], in_coco: dict[str, Any], image_root: Path, out_dir: Path, limit: int
 ) -> list[str]:
     """Overlay PNGs (input masks, if any, in green; pseudo-masks in red) for the first ``limit`` images."""
-    from mal.coco_io import image_path, read_image
-    from mal.mask_quality import draw_overlay, save_png_atomic
-    from mal.masks import decode_segmentation
+    from mal.common.coco_io import image_path, read_image
+    from mal.common.masks import decode_segmentation
+    from mal.pseudo.quality import draw_overlay, save_png_atomic
 
     gt_by_id = {a["id"]: a for a in in_coco["annotations"]}
     by_image: dict[int, list[dict]] = {}
@@ -111,8 +111,8 @@ def visualize(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from mal.pseudo_label import LabelOptions, SkipError, load_boxes
-    from mal.pseudo_shards import label_coco
+    from mal.pseudo.label import LabelOptions, SkipError, load_boxes
+    from mal.pseudo.shards import label_coco
 
     if args.shard_index is None and not args.out:
         print("error: --out is required (unless --shard-index is given)", file=sys.stderr)

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from mal.engine.data import BoxCropDataset
-from mal.engine.evaluate import evaluate_labeler
-from mal.engine.schedule import EMATeacher, build_optimizer, lr_at
-from mal.losses import crf_loss, mil_loss, ramp
-from mal.models.labeler import build_labeler, read_checkpoint, resolve_cfg, save_checkpoint
+from mal.labeler.data import BoxCropDataset
+from mal.labeler.evaluate import evaluate_labeler
+from mal.labeler.losses import crf_loss, mil_loss, ramp
+from mal.labeler.model import build_labeler, read_checkpoint, resolve_cfg, save_checkpoint
+from mal.labeler.schedule import EMATeacher, build_optimizer, lr_at
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "crf_iterations": 100,
     "crf_sigma": 0.1,
     "crf_clamp": [0.1, 0.9],
-    "crf_normalize_affinity": False,  # paper: the sum of k_ij-weighted logits; true: their mean (mal.losses)
+    "crf_normalize_affinity": False,  # paper: the sum of k_ij-weighted logits; true: their mean (mal.labeler.losses)
     "val_threshold": 0.5,
     "val_every": 1,
     "val_max_boxes": 0,  # 0 = every val box; else an evenly spaced subset (large sets, e.g. COCO)

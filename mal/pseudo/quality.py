@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mal.coco_io import image_path, read_image
-from mal.masks import (
-    box_region,
+from mal.common.boxes import box_region
+from mal.common.coco_io import image_path, read_image
+from mal.common.masks import (
     box_rle,
     decode_segmentation,
     rle_area,

@@ -5,7 +5,7 @@ It plugs in through detectron2's own registries: datasets via ``register_coco_in
 the JSON's directory, per the data contract), models via model-zoo yaml configs, training via a small
 ``DefaultTrainer`` subclass (resume, periodic checkpoints, ``CommonMetricPrinter`` progress/ETA log),
 multi-GPU via ``detectron2.engine.launch``. Evaluation: :func:`predict` returns COCO result records scored
-by :mod:`mal.coco_eval` (pycocotools, the slow reference implementation, i.e. ``use_fast_impl=False``).
+by :mod:`mal.detection.coco_eval` (pycocotools, the slow reference implementation, i.e. ``use_fast_impl=False``).
 
 Detectors (:data:`DETECTORS`): the paper profile (``*_FPN_3x``: model-zoo 3x schedule, ImageNet-pretrained
 backbone from ``params.detector.pretrained`` — a path or URL) and the CPU demo profile (``*_R18_demo``:

@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mal.coco_io import write_json_atomic
-from mal.pseudo_label import LabelOptions, Predictor, label_images, load_boxes, plan_annotations
+from mal.common.coco_io import write_json_atomic
+from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes, plan_annotations
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

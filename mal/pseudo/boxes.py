@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mal.coco_io import check_records, read_coco_json
-from mal.masks import box_region, clip_box_xywh
+from mal.common.boxes import box_region, clip_box_xywh
+from mal.common.coco_io import check_records, read_coco_json
 
 
 def load_boxes(path: str | Path) -> dict[str, Any]:
     """Read a COCO boxes file with clear errors (file, record id, field) for structural problems
-    (:func:`mal.coco_io.check_records`; categories optional, masks ignored).
+    (:func:`mal.common.coco_io.check_records`; categories optional, masks ignored).
 
     Per-annotation problems that the labeller can account for (unknown image id, invalid bbox) are left
     to :func:`plan_annotations`.

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mal.coco_io import image_path, read_image
-from mal.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed, expand_box_random
-from mal.models.labeler import normalize
+from mal.common.coco_io import image_path, read_image
+from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed, expand_box_random
+from mal.labeler.model import normalize
 
 DEFAULT_AUG: dict[str, Any] = {
     "max_margin": 1.2,  # random context expansion, per-axis factor in [1, 1 + max_margin/2]

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mal.models.decoder import AttentionDecoder
-from mal.models.encoder import Encoder
+from mal.labeler.decoder import AttentionDecoder
+from mal.labeler.encoder import Encoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -9,7 +9,7 @@ Guarantees (see docs/pseudo_labels.md): every input annotation comes out, either
 ``skipped`` list with a reason. Each output annotation carries ``"mal": {"source": "labeler" |
 "box_fallback", "reason": ...}``; ``area`` is the mask area; crowd boxes keep ``iscrowd``.
 
-Sharding and merging live in :mod:`mal.pseudo_shards`.
+Sharding and merging live in :mod:`mal.pseudo.shards`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from mal.coco_io import image_path, read_image
-from mal.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed
-from mal.masks import box_region, box_rle, empty_rle, paste_prob, rle_area, rle_from_region
-from mal.pseudo_input import BoxPlan, load_boxes, plan_annotations
+from mal.common.boxes import box_region
+from mal.common.coco_io import image_path, read_image
+from mal.common.masks import box_rle, empty_rle, paste_prob, rle_area, rle_from_region
+from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed
+from mal.pseudo.boxes import BoxPlan, load_boxes, plan_annotations
 
 __all__ = [
     "BoxPlan",
@@ -149,7 +150,7 @@ class Predictor:
     def __init__(
         self, checkpoint: str | Path, which: str = "student", flip_tta: bool = False, device: str = "auto"
     ):
-        from mal.models.labeler import load_labeler
+        from mal.labeler.model import load_labeler
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -162,7 +163,7 @@ class Predictor:
 
     @torch.inference_mode()
     def __call__(self, crops: np.ndarray, box_areas: np.ndarray) -> np.ndarray:
-        from mal.models.labeler import normalize
+        from mal.labeler.model import normalize
 
         x = normalize(torch.from_numpy(crops).to(self.device, non_blocking=True))  # uint8 over the bus
         areas = torch.as_tensor(box_areas, dtype=torch.float32, device=self.device)

@@ -1,7 +1,7 @@
 """COCO evaluation with pycocotools (no detectron2): box and mask AP as flat JSON-able numbers.
 
 The detector stage turns detectron2 predictions into standard COCO result records (see
-:func:`mal.detector.predict`) and scores them here, so the code path that produces the reported numbers is the
+:func:`mal.detection.detector.predict`) and scores them here, so the code path that produces the reported numbers is the
 one the tests check with perfect predictions (100 AP).
 
 Result record (the COCO "results" format)::

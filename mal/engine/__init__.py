@@ -1,1 +1,0 @@
-"""Labeler training engine: box-crop data, schedule + EMA, training loop, validation."""

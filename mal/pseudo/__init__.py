@@ -1,0 +1,1 @@
+"""Phase 2, pseudo-labels: a mask for every box (labelling, shards, the user CLI) and mask quality vs GT."""
