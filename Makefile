@@ -4,8 +4,6 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MPLBACKEND := Agg
-# idle OpenMP threads spinning made torch ~5x slower on shared 2-core machines (measured)
-export OMP_WAIT_POLICY := PASSIVE
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .PHONY: install repro test lint bench clean-venv

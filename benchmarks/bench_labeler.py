@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import mal.common.runtime  # noqa: E402, F401  (first: OpenMP's wait policy must be set before torch loads)
+
+# isort: split
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # the same crops, in the same batches, as label_images forms them
-    from mal.common.coco_io import image_path, read_image
+    from mal.common.images import image_path, read_image
 
     images = {im["id"]: im for im in coco["images"]}
     crops, areas = [], []

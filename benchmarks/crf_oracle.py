@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mal.common.coco_io import image_path, load_coco, read_image  # noqa: E402
+from mal.common.coco_io import load_coco  # noqa: E402
+from mal.common.images import image_path, read_image  # noqa: E402
 from mal.common.masks import decode_segmentation  # noqa: E402
 from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed  # noqa: E402
 from mal.labeler.losses import crf_refine, neighbour_affinity  # noqa: E402

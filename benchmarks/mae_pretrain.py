@@ -29,7 +29,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mal.common.coco_io import image_path, load_coco, read_image  # noqa: E402
+from mal.common.coco_io import load_coco  # noqa: E402
+from mal.common.files import atomic_path  # noqa: E402
+from mal.common.images import image_path, read_image  # noqa: E402
 from mal.labeler.model import normalize  # noqa: E402
 
 
@@ -124,10 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".tmp")
-    torch.save(vit.state_dict(), tmp)
-    tmp.replace(args.out)
+    with atomic_path(args.out) as tmp:
+        torch.save(vit.state_dict(), tmp)
     print(f"{args.out}: {args.steps} steps x {args.batch_size} views, final loss {loss.item():.3f}, "
           f"{time.time() - t0:.0f} s")
     return 0

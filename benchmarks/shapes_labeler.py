@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mal.common.params import load_params  # noqa: E402
+from mal.common.paths import timings_path  # noqa: E402
 
 
 def derive_params(
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "box_miou": box["miou"],
         "per_class": {k: [v["miou"], box["per_class"][k]["miou"], v["count"]]
                       for k, v in quality["per_class"].items()},
-        "stage_seconds": train_metrics.get("stage_seconds"),
+        "stage_seconds": json.loads(timings_path(params, "train_labeler", args.labeler).read_text())["stage_seconds"],
         "sets": args.sets,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))

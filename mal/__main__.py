@@ -7,7 +7,6 @@ import sys
 
 # command -> module with a `main(argv: list[str] | None) -> int | None`
 COMMANDS = {
-    "prepare": "mal.datasets.prepare",
     "label": "mal.pseudo.cli",
     "profile": "mal.common.profiles",
 }

@@ -1,22 +1,20 @@
-"""Stage ``paper_table``: the paper-style table (labeler x detector, with the GT-mask baseline per detector).
+"""The paper-style table (labeler x detector, with the GT-mask baseline per detector).
 
-Reads the flat metrics JSONs written by ``evaluate`` (``metrics/detector/<source>__<detector>.json``) and
-``mask_quality`` (``metrics/mask_quality/<labeler>.json``); writes markdown, CSV and a retention plot.
+Reads the flat metrics JSONs written by ``evaluate`` (``<evaluate.metrics_dir>/<masks>__<detector>.json``)
+and ``mask_quality`` (``mask_quality.metrics``); writes markdown, CSV and a retention plot.
 Retention = mask AP with pseudo masks / mask AP with GT masks, same detector and schedule.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from mal.common.coco_io import write_json_atomic
-from mal.common.params import load_params
+from mal.common.files import atomic_path, write_json_atomic, write_text_atomic
+from mal.common.paths import detector_metrics, templated
 
 COLUMNS = ["detector", "masks", "mask_AP", "mask_AP50", "mask_AP75", "box_AP", "retention_pct", "pseudo_mIoU"]
 
@@ -27,21 +25,18 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def detector_metrics_path(metrics_dir: Path, source: str, detector: str) -> Path:
-    return metrics_dir / "detector" / f"{source}__{detector}.json"
-
-
-def build_rows(labelers: list[str], detectors: list[str], metrics_dir: Path) -> list[dict[str, Any]]:
-    """One row per (detector, mask source); the GT row first, then one per labeler."""
+def build_rows(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (detector, mask source) of ``params['table']``; the GT row first, then one per labeler."""
     rows = []
+    labelers, detectors = params["table"]["labelers"], params["table"]["detectors"]
     for det in detectors:
-        gt = _read_json(detector_metrics_path(metrics_dir, "gt", det))
+        gt = _read_json(detector_metrics(params, "gt", det))
         rows.append({"detector": det, "masks": "GT (human)", "mask_AP": gt["mask_AP"], "mask_AP50": gt["mask_AP50"],
                      "mask_AP75": gt["mask_AP75"], "box_AP": gt["box_AP"], "retention_pct": 100.0,
                      "pseudo_mIoU": None})
         for lab in labelers:
-            m = _read_json(detector_metrics_path(metrics_dir, lab, det))
-            quality = _read_json(metrics_dir / "mask_quality" / f"{lab}.json")
+            m = _read_json(detector_metrics(params, lab, det))
+            quality = _read_json(templated(params["mask_quality"], ("metrics",), lab)["metrics"])
             retention = 100.0 * m["mask_AP"] / gt["mask_AP"] if gt["mask_AP"] > 0 else float("nan")
             rows.append({"detector": det, "masks": f"MAL {lab}", "mask_AP": m["mask_AP"], "mask_AP50": m["mask_AP50"],
                          "mask_AP75": m["mask_AP75"], "box_AP": m["box_AP"], "retention_pct": retention,
@@ -88,31 +83,22 @@ def plot_retention(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("retention % (pseudo / GT mask AP)")
     ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python stages/paper_table.py", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
+def write_report(params: dict[str, Any]) -> str:
+    """Write ``<table.out_dir>/paper_table.{md,csv}``, ``retention.png`` and ``<table.metrics_dir>/paper_table.json``
+    (mask AP and retention per cell, for ``dvc metrics diff``); returns the markdown table."""
     table, out_dir = params["table"], Path(params["table"]["out_dir"])
-    rows = build_rows(table["labelers"], table["detectors"], Path(table["metrics_dir"]))
+    rows = build_rows(params)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(out_dir / "paper_table.md", to_markdown(rows, table["title"]))
-    _write_text(out_dir / "paper_table.csv", to_csv(rows))
+    markdown = to_markdown(rows, table["title"])
+    write_text_atomic(out_dir / "paper_table.md", markdown)
+    write_text_atomic(out_dir / "paper_table.csv", to_csv(rows))
     plot_retention(rows, out_dir / "retention.png")
     summary = {f"{r['detector']}.{r['masks'].split()[-1]}.{k}": r[k] for r in rows
                for k in ("mask_AP", "retention_pct") if r[k] is not None}
     write_json_atomic(Path(table["metrics_dir"]) / "paper_table.json", summary, indent=2)
-    print(to_markdown(rows, table["title"]))
-    return 0
+    return markdown

@@ -65,14 +65,6 @@ def load_settings(params_path: Path) -> dict[str, Any]:
     return {**DEFAULTS, **section}
 
 
-def profile_path(profile: str, repo: Path) -> Path:
-    """A profile name (``paper`` -> ``<repo>/profiles/paper.yaml``) or a path relative to the repo."""
-    path = Path(profile)
-    if not path.suffix:
-        path = Path("profiles") / f"{profile}.yaml"
-    return path if path.is_absolute() else repo / path
-
-
 def _status_is_clean(lines: list[str]) -> bool:
     """``dvc status --json`` output -> True iff it reports nothing (``{}``); non-JSON lines are ignored."""
     for line in reversed(lines):
@@ -141,7 +133,7 @@ def mal_pipeline(
     if profile:
         from mal.common.profiles import apply_profile
 
-        apply_profile(profile_path(profile, repo), repo / "params.yaml")
+        apply_profile(profile, repo / "params.yaml", root=repo)
         logger.info("params.yaml switched to profile %s", profile)
     settings = load_settings(repo / params_file)
     dag = load_dag(repo, targets)

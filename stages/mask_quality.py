@@ -14,8 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from mal.common.coco_io import write_json_atomic
+from mal.common.files import write_json_atomic
 from mal.common.params import load_params
+from mal.common.paths import image_roots, templated
 from mal.pseudo.quality import evaluate_masks
 
 
@@ -32,15 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labeler", required=True, help="labeler name (key of params labeler.models)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    cfg = load_params(args.params)["mask_quality"]
-    paths = {
-        k: str(cfg[k]).format(labeler=args.labeler)
-        for k in ("pseudo_json", "gt_json", "metrics", "overlay_dir")
-    }
+    params = load_params(args.params)
+    cfg = params["mask_quality"]
+    keys = ("pseudo_json", "gt_json", "metrics", "overlay_dir")
+    paths = {k: str(v) for k, v in templated(cfg, keys, args.labeler).items()}
     result = evaluate_masks(
         _load(paths["pseudo_json"]),
         _load(paths["gt_json"]),
-        image_root=Path(paths["gt_json"]).parent,
+        image_root=image_roots(params["data"])["train"],
         grabcut_iterations=int(cfg.get("grabcut_iterations", 3)),
         baselines=tuple(cfg.get("baselines", ["box", "grabcut"])),
         overlay_dir=paths["overlay_dir"],

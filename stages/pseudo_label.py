@@ -10,14 +10,20 @@ without it every shard not already done is labelled, then all are merged.
 
 from __future__ import annotations
 
+import mal.common.runtime  # noqa: F401  (first: OpenMP's wait policy must be set before torch loads)
+
+# isort: split
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from mal.common.coco_io import write_json_atomic
+from mal.common.files import write_json_atomic
 from mal.common.params import load_params
+from mal.common.paths import image_roots, templated, timings_path
+from mal.labeler.model import checkpoint_mask_threshold
 from mal.pseudo.label import LabelOptions
 from mal.pseudo.shards import label_coco
 
@@ -32,11 +38,21 @@ OPTION_KEYS = (
     "device",
     "allow_skips",
 )
+# wall-clock numbers of the report: written apart from the metrics (an identical re-run leaves git clean)
+TIMING_KEYS = ("model_seconds", "seconds")
 
 
-def options_from_params(cfg: dict[str, Any], show_progress: bool = True) -> LabelOptions:
-    """``params['pseudo_label']`` -> :class:`LabelOptions` (unknown option keys are ignored)."""
-    return LabelOptions(**{k: cfg[k] for k in OPTION_KEYS if k in cfg}, show_progress=show_progress)
+def options_from_params(
+    cfg: dict[str, Any], show_progress: bool = True, checkpoint: str | Path | None = None
+) -> LabelOptions:
+    """``params['pseudo_label']`` -> :class:`LabelOptions` (unknown option keys are ignored).
+
+    A missing or null ``threshold`` is the one ``checkpoint`` records (as the user CLI does).
+    """
+    opts = {k: cfg[k] for k in OPTION_KEYS if cfg.get(k) is not None}
+    if "threshold" not in opts and checkpoint is not None:
+        opts["threshold"] = checkpoint_mask_threshold(checkpoint)
+    return LabelOptions(**opts, show_progress=show_progress)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,38 +62,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-shards", type=int, default=None, help="default: params pseudo_label.num_shards")
     ap.add_argument("--shard-index", type=int, default=None)
     args = ap.parse_args(argv)
-    cfg = load_params(args.params)["pseudo_label"]
-    paths = {
-        k: str(cfg[k]).format(labeler=args.labeler)
-        for k in ("boxes_json", "checkpoint", "out_json", "metrics", "shard_dir")
-    }
+    params = load_params(args.params)
+    cfg = params["pseudo_label"]
+    paths = templated(cfg, ("boxes_json", "checkpoint", "out_json", "metrics", "shard_dir"), args.labeler)
     if int(cfg.get("num_threads", 0) or 0) > 0:
         torch.set_num_threads(int(cfg["num_threads"]))
-    options = options_from_params(cfg)
+    options = options_from_params(cfg, checkpoint=paths["checkpoint"])
     num_shards = int(args.num_shards if args.num_shards is not None else cfg.get("num_shards", 1))
     report = label_coco(
         paths["boxes_json"],
         paths["checkpoint"],
         paths["out_json"],
         options,
+        image_root=image_roots(params["data"])["train"],  # file_names stay relative to it, in and out
         num_shards=num_shards,
         shard_index=args.shard_index,
         shard_dir=paths["shard_dir"],
-        rebase_file_names=True,  # images resolve from the output JSON's directory (the project's path rule)
     )
     if args.shard_index is not None:
         print(f"shard {args.shard_index}/{num_shards} done: {report}")
         return 0
-    metrics = {k: v for k, v in report.items() if k not in ("skipped_annotations", "skipped_images")}
-    metrics["boxes_per_s"] = (
-        round(metrics["model_boxes"] / metrics["model_seconds"], 2) if metrics["model_seconds"] > 0 else None
+    timings = {k: report.pop(k) for k in TIMING_KEYS}
+    timings["boxes_per_s"] = (
+        round(report["model_boxes"] / timings["model_seconds"], 2) if timings["model_seconds"] > 0 else None
     )
+    metrics = {k: v for k, v in report.items() if k not in ("skipped_annotations", "skipped_images")}
     metrics["labeler"] = args.labeler
     write_json_atomic(paths["metrics"], metrics, indent=2)
+    write_json_atomic(timings_path(params, "pseudo_label", args.labeler), timings, indent=2)
     print(
         f"{paths['out_json']}: {report['masks_out']} masks ({report['labeler_masks']} labeler, "
         f"{report['box_fallback']} box fallback {report['box_fallback_by_reason']}), "
-        f"skipped {report['skipped']}"
+        f"skipped {report['skipped']}; {timings}"
     )
     return 0
 

@@ -6,21 +6,19 @@
 Reads params.yaml `detector:`. Training JSON: `detector.gt_json` for `--masks gt`, else
 `detector.pseudo_json` with {labeler} = the masks source. Checkpoints go to `<work_dir>/<masks>__<detector>/`
 (kept across runs, so an interrupted run resumes when started again with the same config); the finished model
-goes to `<out_dir>/<masks>__<detector>/`: model_final.pth (weights only), config.yaml, train_info.json,
-train_log.jsonl (detectron2's per-iteration metrics) and log.txt; loss/lr curves for `dvc plots` go to
+goes to `<out_dir>/<masks>__<detector>/`: model_final.pth (weights only), config.yaml, train_info.json
+(all reproduced exactly by an identical re-run); detectron2's log.txt and per-iteration train_log.jsonl and the
+wall-clock timings go to `<timings_dir>/train_detector/` (git-ignored); loss/lr curves for `dvc plots` go to
 `<detector.live_dir>/<masks>__<detector>/` (dvclive).
 Multi-GPU: `--num-gpus N` (detectron2 launch).
 """
 
 from __future__ import annotations
 
-import os
+import mal.common.runtime  # noqa: F401  (first: OpenMP's wait policy must be set before torch loads)
 
-# Idle OpenMP threads sleep instead of spinning: on a shared 2-core machine spinning threads make every
-# step several times slower (measured: 12 s vs 2 s per iteration under load). Must precede importing torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
+# isort: split
+import argparse
 import json
 import shutil
 import sys
@@ -28,8 +26,9 @@ from pathlib import Path
 
 import torch
 
-from mal.common.coco_io import write_json_atomic
+from mal.common.files import write_json_atomic
 from mal.common.params import load_params
+from mal.common.paths import detector_cell, image_roots, timings_path
 
 
 def train_json_for(dparams: dict, masks: str) -> Path:
@@ -39,8 +38,15 @@ def train_json_for(dparams: dict, masks: str) -> Path:
     return Path(dparams["pseudo_json"].format(labeler=masks))
 
 
-CURVE_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc", "lr",
-              "time")
+# Besides every ``loss_*`` part detectron2 reports (Cascade's are per stage: loss_cls_stage0..2, ...), so the
+# logged parts always add up to total_loss whatever the architecture. No wall-clock key ("time"): the curves are
+# tracked files, and an identical re-run must leave them unchanged (seconds per iteration: the timings file).
+CURVE_KEYS = ("total_loss", "lr")
+
+
+def curve_keys(record: dict) -> list[str]:
+    """The keys of one detectron2 metrics record that become curves."""
+    return [*CURVE_KEYS, *sorted(k for k in record if k.startswith("loss_"))]
 
 
 def write_curves(jsonl: Path, live_dir: Path) -> int:
@@ -60,7 +66,7 @@ def write_curves(jsonl: Path, live_dir: Path) -> int:
     live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
     for it in sorted(records):
         live.step = it
-        for key in CURVE_KEYS:
+        for key in curve_keys(records[it]):
             val = records[it].get(key)
             if isinstance(val, (int, float)) and val == val:
                 live.log_metric(f"train/{key}", float(val))
@@ -93,17 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     if not train_json.is_file():
         raise SystemExit(f"train_detector: {train_json}: training JSON not found "
                          f"(masks={args.masks!r}; run the prepare / pseudo_label stage first)")
-    cell = f"{args.masks}__{args.detector}"
+    cell = detector_cell(args.masks, args.detector)
     work = Path(dparams["work_dir"]) / cell
     out = Path(dparams["out_dir"]) / cell
+    image_root = image_roots(params["data"])["train"]
     dparams = {**dparams, "seed": int(params.get("seed", 0))}
-    cfg = det.build_cfg(args.detector, train_json, work, dparams)
+    cfg = det.build_cfg(args.detector, train_json, work, dparams, image_root=image_root)
     if args.opts:
         cfg.merge_from_list(args.opts)
-    info = det.train(cfg, train_json, work, num_gpus=args.num_gpus, num_machines=args.num_machines,
-                     machine_rank=args.machine_rank, dist_url=args.dist_url,
-                     num_threads=int(dparams.get("num_threads", 0)), resume=not args.no_resume)
-    # Publish the finished run (weights only) to the DVC out dir, replacing it as a whole.
+    info, timings = det.train(cfg, train_json, image_root, work, num_gpus=args.num_gpus,
+                              num_machines=args.num_machines, machine_rank=args.machine_rank,
+                              dist_url=args.dist_url, num_threads=int(dparams.get("num_threads", 0)),
+                              resume=not args.no_resume)
+    # Publish the finished run (weights only) to the DVC out dir, replacing it as a whole. Only what an
+    # identical re-run reproduces goes there; logs and timings go beside the stage's timings (git-ignored).
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -112,16 +121,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg.OUTPUT_DIR = str(out)
     cfg.MODEL.WEIGHTS = ""
     (tmp / "config.yaml").write_text(cfg.dump())
-    for src, dst in (("log.txt", "log.txt"), ("metrics.json", "train_log.jsonl")):
-        if (work / src).is_file():
-            shutil.copyfile(work / src, tmp / dst)
     info.update({"detector": args.detector, "masks": args.masks, "train_json": str(train_json)})
     write_json_atomic(tmp / "train_info.json", info, indent=2)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    write_curves(out / "train_log.jsonl", Path(dparams["live_dir"]) / cell)
+    timing_file = timings_path(params, "train_detector", cell)
+    logs = timing_file.with_suffix("")  # <timings_dir>/train_detector/<cell>/{log.txt,train_log.jsonl}
+    logs.mkdir(parents=True, exist_ok=True)
+    for src, dst in (("log.txt", "log.txt"), ("metrics.json", "train_log.jsonl")):
+        if (work / src).is_file():
+            shutil.copyfile(work / src, logs / dst)
+    write_json_atomic(timing_file, timings, indent=2)
+    write_curves(logs / "train_log.jsonl", Path(dparams["live_dir"]) / cell)
     shutil.rmtree(work, ignore_errors=True)  # checkpoints are only needed to resume an unfinished run
-    print(f"train_detector: {cell}: {json.dumps(info)} -> {out}")
+    print(f"train_detector: {cell}: {json.dumps(info)} {json.dumps(timings)} -> {out}")
     return 0
 
 

@@ -13,29 +13,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-# OpenMP threads that spin while waiting make torch up to 5x slower on a CPU shared with other
-# processes (measured on the 2-core demo machine); sleeping waiters cost little otherwise.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import mal.common.runtime  # noqa: E402, F401  (first: OpenMP's wait policy must be set before torch loads)
 from mal.common.boxes import is_trainable  # noqa: E402
-from mal.common.coco_io import load_coco, write_json_atomic  # noqa: E402
+from mal.common.coco_io import load_coco  # noqa: E402
+from mal.common.files import write_json_atomic  # noqa: E402
 from mal.common.params import load_params  # noqa: E402
+from mal.common.paths import image_roots, labeler_paths, prepared_json, timings_path  # noqa: E402
 from mal.labeler.data import box_records  # noqa: E402
 from mal.labeler.train import dist_cleanup, train_labeler  # noqa: E402
-
-# labeler.paths (each may contain {labeler}); these are the defaults
-DEFAULT_PATHS = {
-    "checkpoint": "models/labeler/{labeler}/checkpoint.pt",  # DVC out (its folder)
-    "metrics": "metrics/train_labeler/{labeler}.json",  # DVC metrics
-    "plots_dir": "metrics/train_labeler/{labeler}_plots",  # dvclive dir: curves in plots/metrics/*.tsv
-    "state": ".work/train_labeler/{labeler}/state.pt",  # resumable run state (git-ignored, not a DVC out)
-}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,26 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     models = lab.get("models") or {}
     if args.labeler not in models:
         raise SystemExit(f"{args.params}: labeler.models has no '{args.labeler}' (have: {sorted(models)})")
-    unknown = sorted(set(lab.get("paths") or {}) - set(DEFAULT_PATHS))
-    if unknown:
-        raise SystemExit(
-            f"{args.params}: labeler.paths: unknown keys {unknown} (known: {sorted(DEFAULT_PATHS)})"
-        )
-    paths = {
-        k: Path(v.format(labeler=args.labeler))
-        for k, v in {**DEFAULT_PATHS, **(lab.get("paths") or {})}.items()
-    }
+    paths = labeler_paths(params, args.labeler)
     data = params["data"]
-    prepared = Path(data["out_dir"])
-    train_json, val_json = prepared / "train_boxes.json", prepared / "val_gt.json"
-    train_coco, _ = load_coco(train_json)
+    roots = image_roots(data)
+    train_json, val_json = prepared_json(data, "train_boxes"), prepared_json(data, "val_gt")
+    train_coco, _ = load_coco(train_json, image_root=roots["train"])
     min_area, min_side = float(data["min_train_box_area"]), float(data["min_train_box_side"])
-    train_records = box_records(train_coco, train_json, lambda a: is_trainable(a, min_area, min_side))
+    train_records = box_records(
+        train_coco, train_json, lambda a: is_trainable(a, min_area, min_side), image_root=roots["train"]
+    )
     val_records = None
     if val_json.is_file():
-        val_coco, _ = load_coco(val_json)
+        val_coco, _ = load_coco(val_json, image_root=roots["val"])
         val_records = box_records(
-            val_coco, val_json, lambda a: not a.get("iscrowd", 0) and "segmentation" in a
+            val_coco, val_json, lambda a: not a.get("iscrowd", 0) and "segmentation" in a, image_root=roots["val"]
         )
         val_records = val_records or None
     logging.info(
@@ -94,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         resume=not args.no_resume,
     )
     if metrics:  # rank 0
+        timings = {**metrics.pop("timings"), "stage_seconds": round(time.time() - t0, 1)}
         metrics["labeler"] = args.labeler
         metrics["train_boxes"] = len(train_records)
-        metrics["stage_seconds"] = round(time.time() - t0, 1)
         write_json_atomic(paths["metrics"], metrics, indent=2)
-        logging.info("metrics: %s", metrics)
+        write_json_atomic(timings_path(params, "train_labeler", args.labeler), timings, indent=2)
+        logging.info("metrics: %s; timings: %s", metrics, timings)
     dist_cleanup()
     return 0
 

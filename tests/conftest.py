@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import mal.common.runtime  # noqa: F401  (before any test imports torch: OpenMP's wait policy, as for the stages)
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 

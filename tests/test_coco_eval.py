@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mal.detection.coco_eval import STAT_NAMES, encode_mask, evaluate_predictions, gt_as_predictions, load_gt
+from mal.common.masks import encode_mask
+from mal.detection.coco_eval import STAT_NAMES, evaluate_predictions, gt_as_predictions, load_gt
 
 
 def _val(shapes_dir: Path) -> Path:
@@ -62,3 +63,33 @@ def test_bad_predictions_are_named(shapes_dir: Path) -> None:
         evaluate_predictions(gt, nomask)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_gt(Path("nope.json"))
+
+
+@pytest.mark.parametrize("max_dets", [50, 300])
+def test_headline_ap_honours_max_dets(shapes_dir: Path, max_dets: int) -> None:
+    """COCOeval.summarize reads the headline AP at maxDets=100 only: any other max_dets made it null."""
+    gt = load_gt(_val(shapes_dir))
+    half = gt_as_predictions(gt)[::2]  # < 50 detections per image: every max_dets sees them all
+    at_100 = evaluate_predictions(gt, half)
+    res = evaluate_predictions(gt, half, max_dets=max_dets)
+    for task in ("box", "mask"):
+        assert res[f"{task}_AP"] is not None and 0.0 < res[f"{task}_AP"] < 100.0
+        for name in ("AP", "AP50", "AP75", "AR1", "AR10", "AR100"):
+            assert res[f"{task}_{name}"] == at_100[f"{task}_{name}"], (task, name)
+
+
+def test_summary_stats_match_pycocotools_at_its_default(shapes_dir: Path) -> None:
+    import contextlib
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    from mal.detection.coco_eval import summary_stats
+
+    gt = load_gt(_val(shapes_dir))
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(gt_as_predictions(gt)[::2]), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    np.testing.assert_allclose(summary_stats(ev), ev.stats)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mal.common.coco_io import CocoFormatError, load_coco, read_image, validate_coco
+from mal.common.coco_io import CocoFormatError, load_coco, validate_coco
+from mal.common.images import read_image
 
 
 @pytest.fixture

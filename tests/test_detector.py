@@ -39,15 +39,15 @@ def _losses(work: Path) -> list[float]:
 def test_train_predict_evaluate(name: str, shapes_dir: Path, tmp_path: Path) -> None:
     train_json, val_json = shapes_dir / "train_gt.json", shapes_dir / "val_gt.json"
     work = tmp_path / "work"
-    cfg = det.build_cfg(name, train_json, work, tiny_params())
+    cfg = det.build_cfg(name, train_json, work, tiny_params(), image_root=shapes_dir)
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 5
-    info = det.train(cfg, train_json, work, num_threads=1)
-    assert info["iterations"] == 3 and info["resumed_from_iter"] == 0
+    info, timings = det.train(cfg, train_json, shapes_dir, work, num_threads=1)
+    assert info["iterations"] == 3 and timings["resumed_from_iter"] == 0
     losses = _losses(work)
     assert losses and all(math.isfinite(v) for v in losses)
     det.export_final(work, tmp_path / "out" / "model_final.pth")
     saved = det.load_cfg(work / "config.yaml")
-    preds = det.predict(saved, tmp_path / "out" / "model_final.pth", val_json, num_threads=1)
+    preds = det.predict(saved, tmp_path / "out" / "model_final.pth", val_json, shapes_dir, num_threads=1)
     val_ids = {im["id"] for im in json.loads(val_json.read_text())["images"]}
     assert all(p["image_id"] in val_ids and 1 <= p["category_id"] <= 5 for p in preds)
     m = evaluate_predictions(val_json, preds)
@@ -59,13 +59,13 @@ def test_train_predict_evaluate(name: str, shapes_dir: Path, tmp_path: Path) -> 
     assert sorted(f.name for f in work.glob("model_*.pth")) == ["model_0000001.pth", "model_final.pth"]
     (work / "model_final.pth").unlink()
     (work / "last_checkpoint").write_text("model_0000001.pth")
-    info = det.train(cfg, train_json, work, num_threads=1)
-    assert info["resumed_from_iter"] == 2
+    _, timings = det.train(cfg, train_json, shapes_dir, work, num_threads=1)
+    assert timings["resumed_from_iter"] == 2
     assert "Starting training from iteration 2" in (work / "log.txt").read_text()
     # A different config does not resume from the old run's checkpoints.
-    cfg2 = det.build_cfg(name, train_json, work, {**tiny_params(), "seed": 7})
-    info = det.train(cfg2, train_json, work, num_threads=1)
-    assert info["resumed_from_iter"] == 0
+    cfg2 = det.build_cfg(name, train_json, work, {**tiny_params(), "seed": 7}, image_root=shapes_dir)
+    _, timings = det.train(cfg2, train_json, shapes_dir, work, num_threads=1)
+    assert timings["resumed_from_iter"] == 0
 
 
 def test_checkpoint_errors_name_the_path(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_configs_build_offline(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="unknown detector 'nope'"):
         det.build_cfg("nope", None, tmp_path, p)
     with pytest.raises(FileNotFoundError, match="missing.json"):
-        det.register_json(tmp_path / "missing.json")
+        det.register_json(tmp_path / "missing.json", tmp_path)
 
 
 @pytest.mark.slow
@@ -126,6 +126,8 @@ def test_stages_cli(shapes_dir: Path, tmp_path: Path) -> None:
              work_dir=str(tmp_path / "work"), live_dir=str(tmp_path / "live"),
              models={"mask_rcnn_R18_demo": {"max_iter": 2}})
     params["detector"] = d
+    params["data"]["out_dir"] = str(shapes_dir)  # a built-in set: file_names are relative to it
+    params["timings_dir"] = str(tmp_path / "timings")
     params["evaluate"].update(val_json=str(shapes_dir / "val_gt.json"), metrics_dir=str(tmp_path / "metrics"),
                               num_threads=1)
     pfile = tmp_path / "params.yaml"
@@ -141,7 +143,11 @@ def test_stages_cli(shapes_dir: Path, tmp_path: Path) -> None:
     curve = tmp_path / "live" / "gt__mask_rcnn_R18_demo" / "plots" / "metrics" / "train" / "total_loss.tsv"
     assert len(curve.read_text().splitlines()) >= 2  # header + >= 1 logged step
     m = json.loads((tmp_path / "metrics" / "gt__mask_rcnn_R18_demo.json").read_text())
-    assert m["train_iterations"] == 2 and "mask_AP" in m and "box_AP75" in m
+    assert "mask_AP" in m and "box_AP75" in m and not any("time" in k for k in m)
+    assert json.loads((out / "train_info.json").read_text())["iterations"] == 2
+    timings = tmp_path / "timings" / "train_detector"
+    assert json.loads((timings / "gt__mask_rcnn_R18_demo.json").read_text())["s_per_iter"] > 0
+    assert (timings / "gt__mask_rcnn_R18_demo" / "log.txt").is_file()  # logs: out of the DVC output
     # Missing pseudo-labels: a clear error naming the file.
     r = subprocess.run([sys.executable, str(REPO / "stages/train_detector.py"), "--detector",
                         "mask_rcnn_R18_demo", "--masks", "nolabeler", "--params", str(pfile)],
@@ -154,23 +160,27 @@ def test_stages_cli(shapes_dir: Path, tmp_path: Path) -> None:
     assert r.returncode != 0 and "model_final.pth" in r.stderr and "corrupt" in r.stderr
 
 
-def test_image_root_is_the_json_dir(shapes_dir: Path, tmp_path: Path) -> None:
-    """file_names resolve from the JSON's own directory; a JSON moved away from its images is a clear error."""
+def test_images_resolve_from_the_given_root(shapes_dir: Path, tmp_path: Path) -> None:
+    """file_names resolve from the configured image root, not from where the JSON lies; a wrong root is a
+    clear error naming the JSON, the image id and its file_name."""
     pseudo = tmp_path / "pseudo" / "lab" / "train_pseudo.json"
     pseudo.parent.mkdir(parents=True)
     pseudo.write_text((shapes_dir / "train_gt.json").read_text())
-    assert det.resolve_image_root(shapes_dir / "train_gt.json") == shapes_dir
+    det.check_images(pseudo, shapes_dir)
     with pytest.raises(FileNotFoundError, match=r"train_pseudo.json: image id=\d+ file_name='images/train/"):
-        det.resolve_image_root(pseudo)
+        det.check_images(pseudo, pseudo.parent)
+    name = det.register_json(pseudo, shapes_dir)
+    assert name == det.register_json(pseudo, shapes_dir)  # idempotent
 
 
 def test_resume_fingerprint_covers_training_data(shapes_dir: Path, tmp_path: Path) -> None:
     """Same config, different training masks -> a different run: an old checkpoint must not be resumed."""
     from mal.detection import detector as det
 
-    train = shapes_dir / "train_copy_for_fingerprint.json"  # beside the images, so the dataset registers
+    train = shapes_dir / "train_copy_for_fingerprint.json"
     train.write_bytes((shapes_dir / "train_gt.json").read_bytes())
-    cfg = det.build_cfg("mask_rcnn_R18_demo", train, tmp_path / "work", tiny_params(max_iter=2))
+    cfg = det.build_cfg("mask_rcnn_R18_demo", train, tmp_path / "work", tiny_params(max_iter=2),
+                        image_root=shapes_dir)
     before = det.run_fingerprint(cfg, train)
     assert det.run_fingerprint(cfg, train) == before
     data = json.loads(train.read_text())

@@ -134,3 +134,31 @@ def test_cli_shards_then_merge(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert main([*common, "--out", str(out), "--merge-only"]) == 0
     assert "boxes in: 6  masks out: 4  skipped: 2" in capsys.readouterr().out
     assert [a["id"] for a in json.loads(out.read_text())["annotations"]] == [1, 2, 3, 6]
+
+
+@pytest.mark.parametrize("recorded, flag, expected", [(0.37, None, 0.37), (0.37, "0.8", 0.8), (None, None, 0.5)])
+def test_cli_threshold_defaults_to_the_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: float | None, flag: str | None, expected: float
+) -> None:
+    """Without --threshold the CLI labels at the threshold the checkpoint records (the pipeline's), 0.5 if none."""
+    import torch
+
+    import mal.pseudo.shards as shards
+
+    ckpt = tmp_path / "ckpt.pt"
+    state = torch.load(tiny_checkpoint(), weights_only=True)
+    if recorded is not None:
+        state["mask_threshold"] = recorded
+    torch.save(state, ckpt)
+    used = []
+    real = shards.label_coco
+
+    def spy(*args, **kwargs):
+        used.append(args[3].threshold)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "label_coco", spy)
+    boxes = _data(tmp_path)
+    argv = ["--checkpoint", str(ckpt), "--boxes", str(boxes), "--out", str(tmp_path / "o.json"), "--quiet"]
+    assert main(argv + (["--threshold", flag] if flag else [])) == 0
+    assert used == [expected]

@@ -206,5 +206,23 @@ def test_stage_rejects_unknown_labeler_and_path_keys(tmp_path):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(SystemExit, match="has no 'b'"):
         stage.main(["--params", str(tmp_path / "p.yaml"), "--labeler", "b"])
-    with pytest.raises(SystemExit, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"labeler.paths: unknown keys \['ckpt'\], missing keys \['checkpoint'"):
         stage.main(["--params", str(tmp_path / "p.yaml"), "--labeler", "a"])
+
+
+def test_checkpoint_records_the_mask_threshold(shapes, tmp_path):
+    """The threshold to label with travels in the checkpoint (the user CLI's default), and a change of it
+    alone does not discard a resumable run (it does not change training)."""
+    from mal.labeler.model import checkpoint_mask_threshold
+
+    _, train, val = shapes
+    cfg = {**TRAIN, "epochs": 1, "mask_threshold": 0.35}
+    train_labeler(MODEL, cfg, train, None, tmp_path / "a.pt", tmp_path / "state.pt", progress=False)
+    assert checkpoint_mask_threshold(tmp_path / "a.pt") == 0.35
+    run_id = torch.load(tmp_path / "a.pt", weights_only=True)["run_id"]
+    train_labeler(MODEL, {**cfg, "mask_threshold": 0.6}, train, None, tmp_path / "b.pt", tmp_path / "s2.pt",
+                  progress=False)
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["run_id"] == run_id
+    assert checkpoint_mask_threshold(tmp_path / "b.pt") == 0.6
+    with pytest.raises(ValueError, match="mask_threshold must be in"):
+        resolve_train_cfg({"mask_threshold": 1.5})

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from mal.common.masks import box_rle, encode_mask
-from mal.pseudo.quality import evaluate_masks, grabcut_mask, summarize
+from mal.common.miou import summarize
+from mal.pseudo.quality import evaluate_masks, grabcut_mask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +110,8 @@ def test_mask_quality_stage(shapes_dir: Path, tmp_path: Path) -> None:
             "num_overlays": 1,
             "baselines": ["box", "grabcut"],
             "grabcut_iterations": 2,
-        }
+        },
+        "data": {"dataset": "shapes", "out_dir": str(shapes_dir)},  # the image root of a built-in set
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     spec = importlib.util.spec_from_file_location("stage_mq", REPO / "stages" / "mask_quality.py")

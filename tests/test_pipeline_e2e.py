@@ -41,7 +41,17 @@ def test_dvc_repro_whole_dag_then_noop_then_metrics_diff(tmp_path):
     assert "Data and pipelines are up to date." in run("dvc", "status")
 
     # A parameter change re-runs exactly the stages downstream of it; metrics diff compares with HEAD.
-    run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "tiny run")
+    run("git", "add", "-A")
+    run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny run")
+
+    # A fresh clone at another path reproduces every tracked file byte for byte: no timing in a metric or a
+    # DVC output, no absolute path, so `git status` stays clean and dvc.lock is unchanged.
+    clone = tmp_path / "elsewhere" / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True, env=env)
+    proc = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, env=env, capture_output=True, text=True)
+    assert status.stdout == "", f"an identical re-run changed tracked files:\n{status.stdout}"
     params["pseudo_label"]["threshold"] = 0.2
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = run("dvc", "repro")

@@ -220,7 +220,8 @@ def test_workers_share_results_through_a_dvc_remote(tmp_path: Path) -> None:
 
 
 def test_settings_from_params(tmp_path: Path) -> None:
-    from pipeline.flow import DEFAULTS, load_settings, profile_path
+    from mal.common.profiles import profile_path
+    from pipeline.flow import DEFAULTS, load_settings
 
     p = tmp_path / "params.yaml"
     p.write_text("seed: 0\n")

@@ -58,13 +58,25 @@ def test_coco_dataset_is_referenced_and_validated(tmp_path, shapes_dir):
     src = json.loads((shapes_dir / "train_gt.json").read_text())
     assert metrics["train"]["boxes"] == len(src["annotations"])
     out = json.loads((tmp_path / "prepared" / "train_boxes.json").read_text())
-    assert Path(out["images"][0]["file_name"]).is_absolute()  # referenced in place, not copied
+    # referenced in place, not copied; file_names stay relative to the user's image folder (no absolute path)
+    assert [im["file_name"] for im in out["images"]] == [im["file_name"] for im in src["images"]]
     assert [p.name for p in (tmp_path / "prepared" / "images").iterdir()] == ["REFERENCED.txt"]
-    load_coco(tmp_path / "prepared" / "train_boxes.json", check_images="exists")
+    assert str(tmp_path) not in (tmp_path / "prepared" / "train_boxes.json").read_text()
+    load_coco(tmp_path / "prepared" / "train_boxes.json", image_root=shapes_dir, check_images="exists")
+
+
+def test_coco_dataset_paths_must_exist(tmp_path, shapes_dir):
+    """The built-in placeholder (or a typo) for a user path is a clear error naming the key."""
+    params = _params(tmp_path, "coco", train_json=str(shapes_dir / "train_gt.json"),
+                     train_images=str(shapes_dir / "train_gt.json"), val_json=str(shapes_dir / "val_gt.json"),
+                     val_images=str(shapes_dir))
+    with pytest.raises(ValueError, match=r"data.coco.train_images = '.*train_gt.json' is not an existing folder"):
+        prepare(params, tmp_path / "m.json")
 
 
 def test_coco_dataset_needs_paths(tmp_path):
-    with pytest.raises(ValueError, match=r"data.coco.train_json"):
+    """params.yaml's built-in placeholders are not data: every unset key is named."""
+    with pytest.raises(ValueError, match=r"data.coco.train_json, data.coco.train_images, data.coco.val_json"):
         prepare(_params(tmp_path, "coco"), tmp_path / "m.json")
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from mal.common.coco_io import image_path
+from mal.common.images import image_path
+from mal.labeler.model import checkpoint_mask_threshold
 from tests._pseudo_fixtures import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +27,11 @@ def test_pseudo_label_stage_writes_output_and_metrics(shapes_dir: Path, tmp_path
         show_progress=False,
     )
     cfg["device"] = "cpu"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"pseudo_label": cfg}))
+    data = {**params["data"], "out_dir": str(shapes_dir)}  # a built-in set: file_names relative to out_dir
+    timings = tmp_path / "timings"
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"pseudo_label": cfg, "data": data, "timings_dir": str(timings)})
+    )
     spec = importlib.util.spec_from_file_location("stage_pl", REPO / "stages" / "pseudo_label.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -34,14 +39,15 @@ def test_pseudo_label_stage_writes_output_and_metrics(shapes_dir: Path, tmp_path
     out = json.loads((tmp_path / "pseudo" / "tiny" / "train_pseudo.json").read_text())
     src = json.loads((shapes_dir / "train_boxes.json").read_text())
     assert [a["id"] for a in out["annotations"]] == [a["id"] for a in src["annotations"]]
-    # The output follows the project's image-path rule: file_name resolves from the output's own directory.
-    out_dir = tmp_path / "pseudo" / "tiny"
-    for im, src_im in zip(out["images"], src["images"], strict=True):
-        resolved = image_path(out_dir / "train_pseudo.json", im).resolve()
-        assert resolved == image_path(shapes_dir / "train_boxes.json", src_im).resolve()
+    # file_names stay relative to the configured image root: no machine-specific path in a DVC output.
+    assert [im["file_name"] for im in out["images"]] == [im["file_name"] for im in src["images"]]
+    assert all(image_path(shapes_dir / "_", im, shapes_dir).is_file() for im in out["images"])
+    assert not any("seconds" in k for k in json.loads((tmp_path / "metrics" / "tiny.json").read_text()))
+    assert json.loads((timings / "pseudo_label" / "tiny.json").read_text())["seconds"] > 0
     m = json.loads((tmp_path / "metrics" / "tiny.json").read_text())
     assert m["boxes_in"] == m["masks_out"] == len(src["annotations"]) and m["skipped"] == 0
-    assert m["labeler"] == "tiny" and m["options"]["threshold"] == cfg["threshold"]
+    assert cfg["threshold"] is None  # params.yaml: the threshold the checkpoint records
+    assert m["labeler"] == "tiny" and m["options"]["threshold"] == checkpoint_mask_threshold(tiny_checkpoint())
     assert (tmp_path / "work" / "tiny").is_dir()
     assert mod.main(["--labeler", "tiny", "--params", str(tmp_path / "params.yaml")]) == 0  # re-run: reuses
     assert json.loads((tmp_path / "metrics" / "tiny.json").read_text())["shards_reused"] == 1

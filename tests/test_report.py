@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from mal.report import build_rows, main
+from mal.report import build_rows, write_report
 
 
 def _metrics(root: Path, source: str, det: str, mask_ap: float) -> None:
@@ -16,6 +15,14 @@ def _metrics(root: Path, source: str, det: str, mask_ap: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"mask_AP": mask_ap, "mask_AP50": 2 * mask_ap, "mask_AP75": mask_ap / 2,
                                 "box_AP": mask_ap + 1}))
+
+
+def _params(m: Path, tmp_path: Path) -> dict:
+    """The params keys the table reads: where evaluate and mask_quality wrote their metrics."""
+    return {"table": {"labelers": ["lab"], "detectors": ["det_a", "det_b"], "metrics_dir": str(m),
+                      "out_dir": str(tmp_path / "reports"), "title": "T"},
+            "evaluate": {"metrics_dir": str(m / "detector")},
+            "mask_quality": {"metrics": str(m / "mask_quality" / "{labeler}.json")}}
 
 
 def _setup(tmp_path: Path) -> Path:
@@ -30,7 +37,7 @@ def _setup(tmp_path: Path) -> Path:
 
 
 def test_rows_and_retention(tmp_path):
-    rows = build_rows(["lab"], ["det_a", "det_b"], _setup(tmp_path))
+    rows = build_rows(_params(_setup(tmp_path), tmp_path))
     assert [(r["detector"], r["masks"]) for r in rows] == [
         ("det_a", "GT (human)"), ("det_a", "MAL lab"), ("det_b", "GT (human)"), ("det_b", "MAL lab")]
     assert rows[1]["retention_pct"] == pytest.approx(75.0)
@@ -38,12 +45,9 @@ def test_rows_and_retention(tmp_path):
     assert rows[3]["pseudo_mIoU"] == 0.81
 
 
-def test_stage_writes_md_csv_plot_and_summary(tmp_path, capsys):
+def test_report_writes_md_csv_plot_and_summary(tmp_path):
     m = _setup(tmp_path)
-    params = {"table": {"labelers": ["lab"], "detectors": ["det_a", "det_b"], "metrics_dir": str(m),
-                        "out_dir": str(tmp_path / "reports"), "title": "T"}}
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
-    assert main(["--params", str(tmp_path / "p.yaml")]) == 0
+    write_report(_params(m, tmp_path))
     md = (tmp_path / "reports" / "paper_table.md").read_text()
     assert "| det_b | MAL lab | 45.0 | 90.0 | 22.5 | 46.0 | 90.0 | 0.810 |" in md
     assert (tmp_path / "reports" / "paper_table.csv").read_text().count("\n") == 5
@@ -56,4 +60,4 @@ def test_missing_cell_is_named(tmp_path):
     m = _setup(tmp_path)
     (m / "detector" / "lab__det_b.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"lab__det_b.json: metrics file missing"):
-        build_rows(["lab"], ["det_a", "det_b"], m)
+        build_rows(_params(m, tmp_path))

@@ -1,4 +1,4 @@
-"""COCO files and images: loading, validation, atomic writing.
+"""COCO files: loading and validation (writing: :mod:`mal.common.files`, images: :mod:`mal.common.images`).
 
 Every COCO file the project reads goes through :func:`load_coco`, which either raises
 :class:`CocoFormatError` naming the file, the record and the field, or fixes the problem in a
@@ -8,15 +8,14 @@ counted way (see :class:`ValidationReport`). Nothing is dropped silently.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+
+from mal.common.images import image_path, read_image
 
 REQUIRED_IMAGE_KEYS = {"id": int, "file_name": str, "width": int, "height": int}
 REQUIRED_ANN_KEYS = {"id": int, "image_id": int, "category_id": int, "bbox": list}
@@ -63,53 +62,15 @@ def _check_keys(path: str, section: str, record: Any, idx: int, required: dict[s
             )
 
 
-def image_path(json_path: str | Path, image: dict[str, Any], image_root: str | Path | None = None) -> Path:
-    """Where an image lives: ``image_root`` if given, else the directory of the COCO JSON, joined with file_name."""
-    root = Path(image_root) if image_root is not None else Path(json_path).parent
-    return root / image["file_name"]
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read any common image as ``H x W x 3`` uint8 RGB.
-
-    Gray, 16-bit (percentile-free min/max scaling), palette, RGBA (alpha dropped) and CMYK are converted.
-    Raises ``ValueError`` naming the path when the file is missing or does not decode.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = np.asarray(im, dtype=np.float64)
-                lo, hi = float(arr.min()), float(arr.max())
-                arr = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
-                gray = arr.round().astype(np.uint8)
-                return np.repeat(gray[:, :, None], 3, axis=2)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for truncated/unknown files
-        raise ValueError(f"{path}: image does not decode ({e})") from e
-
-
-def write_json_atomic(path: str | Path, obj: Any, indent: int | None = None) -> None:
-    """Write JSON to ``path`` via a temp file in the same directory + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=indent)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _decode_check(path: str, ann: dict[str, Any], height: int, width: int) -> None:
-    """Raise CocoFormatError if ``ann['segmentation']`` does not decode to an ``height x width`` mask."""
+    """Raise CocoFormatError if ``ann['segmentation']`` does not decode to an ``height x width`` mask.
+
+    Stricter than the reader (:func:`~mal.common.masks.segmentation_to_rle`), which skips degenerate
+    polygons: here every polygon must be well formed.
+    """
     from pycocotools import mask as mask_utils
+
+    from mal.common.masks import segmentation_to_rle  # lazy: OpenCV only when masks are checked
 
     seg = ann["segmentation"]
     where = f"{path}: annotation id={ann['id']}: field 'segmentation'"
@@ -122,21 +83,9 @@ def _decode_check(path: str, ann: dict[str, Any], height: int, width: int) -> No
                     raise ValueError("each polygon must be a flat list of >= 3 x,y pairs")
                 if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in poly):
                     raise ValueError("polygon coordinates must be finite numbers")
-            mask_utils.frPyObjects(seg, height, width)
-        elif isinstance(seg, dict):
-            size, counts = seg.get("size"), seg.get("counts")
-            if size != [height, width]:
-                raise ValueError(f"RLE size {size} != image [height, width] [{height}, {width}]")
-            rle = mask_utils.frPyObjects(seg, height, width) if isinstance(counts, list) else dict(seg)
-            if isinstance(rle.get("counts"), str):
-                rle["counts"] = rle["counts"].encode()
-            decoded = mask_utils.decode(rle)
-            if decoded.shape[:2] != (height, width):
-                raise ValueError("RLE decodes to the wrong shape")
-        else:
-            raise ValueError(f"expected a polygon list or an RLE dict, got {type(seg).__name__}")
-    except CocoFormatError:
-        raise
+        rle = segmentation_to_rle(seg, height, width, where="")
+        if isinstance(seg, dict) and mask_utils.decode(rle).shape[:2] != (height, width):
+            raise ValueError("RLE decodes to the wrong shape")
     except Exception as e:  # pycocotools raises bare Exceptions / TypeErrors on bad input
         raise CocoFormatError(f"{where}: does not decode ({e})") from e
 
@@ -267,9 +216,14 @@ def validate_coco(
                 raise CocoFormatError(f"{path}: image id={img['id']}: field 'file_name': file {p} not found")
             if check_images == "decode":
                 try:
-                    read_image(p)
+                    shape = read_image(p).shape[:2]
                 except ValueError as e:
                     raise CocoFormatError(f"{path}: image id={img['id']}: field 'file_name': {e}") from e
+                if shape != (img["height"], img["width"]):  # both in the displayed (EXIF-rotated) frame
+                    raise CocoFormatError(
+                        f"{path}: image id={img['id']}: field 'width'/'height' {img['width']}x{img['height']}: "
+                        f"image {p} is {shape[1]}x{shape[0]} (as displayed, EXIF orientation applied)"
+                    )
     out = {k: v for k, v in coco.items() if k not in ("images", "annotations", "categories")}
     out.update(images=list(images.values()), annotations=anns, categories=list(categories.values()))
     return out, report

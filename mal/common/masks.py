@@ -68,6 +68,29 @@ def paste_prob(
     return out.reshape(ry1 - ry0, rx1 - rx0), (rx0, ry0, rx1, ry1)
 
 
+def paste_in_box(
+    prob: np.ndarray,
+    crop_xyxy: tuple[float, float, float, float],
+    box: list[float] | tuple[float, ...],
+    width: int,
+    height: int,
+    threshold: float,
+) -> tuple[np.ndarray, Region]:
+    """A crop-level probability map as a binary mask in image pixels, kept to the pixels ``box`` touches.
+
+    Pastes with :func:`paste_prob`, then foreground = ``prob > threshold`` inside :func:`box_region`.
+    Returns ``(region_mask bool, region)`` as :func:`paste_prob` (feed both to :func:`rle_from_region`).
+    """
+    region_prob, (rx0, ry0, rx1, ry1) = paste_prob(prob, crop_xyxy, width, height)
+    bx0, by0, bx1, by1 = box_region(box, width, height)
+    mask = np.zeros(region_prob.shape, dtype=bool)
+    ix0, iy0, ix1, iy1 = max(bx0, rx0), max(by0, ry0), min(bx1, rx1), min(by1, ry1)
+    if ix1 > ix0 and iy1 > iy0:
+        sub = region_prob[iy0 - ry0 : iy1 - ry0, ix0 - rx0 : ix1 - rx0]
+        mask[iy0 - ry0 : iy1 - ry0, ix0 - rx0 : ix1 - rx0] = sub > threshold
+    return mask, (rx0, ry0, rx1, ry1)
+
+
 def rle_from_region(region_mask: np.ndarray, region: Region, height: int, width: int) -> dict[str, Any]:
     """COCO RLE (string counts) of a full ``height x width`` mask that is zero outside ``region``.
 
@@ -136,8 +159,10 @@ def _to_compressed(rle: dict[str, Any]) -> dict[str, Any]:
 def segmentation_to_rle(segm: Any, height: int, width: int, where: str = "segmentation") -> dict[str, Any]:
     """Any COCO segmentation (polygon list, uncompressed or compressed RLE) -> compressed RLE (bytes counts).
 
-    Raises ``ValueError`` naming ``where`` when the segmentation is malformed or has the wrong size.
+    Raises ``ValueError`` naming ``where`` (no prefix when empty) when the segmentation is malformed or
+    has the wrong size.
     """
+    prefix = f"{where}: " if where else ""
     try:
         if isinstance(segm, list):
             polys = [p for p in segm if isinstance(p, list) and len(p) >= 6]
@@ -153,10 +178,10 @@ def segmentation_to_rle(segm: Any, height: int, width: int, where: str = "segmen
                 return mask_utils.frPyObjects(segm, height, width)
             return _to_compressed(segm)
     except (TypeError, KeyError) as e:
-        raise ValueError(f"{where}: malformed segmentation ({e})") from e
+        raise ValueError(f"{prefix}malformed segmentation ({e})") from e
     except ValueError as e:
-        raise ValueError(f"{where}: {e}") from e
-    raise ValueError(f"{where}: unsupported segmentation type {type(segm).__name__}")
+        raise ValueError(f"{prefix}{e}") from e
+    raise ValueError(f"{prefix}unsupported segmentation type {type(segm).__name__}")
 
 
 def decode_segmentation(segm: Any, height: int, width: int) -> np.ndarray:

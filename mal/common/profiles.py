@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
+from mal.common.files import atomic_path
+
 
 def merge(base: Any, override: Any) -> Any:
     """Recursively merge mapping ``override`` into mapping ``base`` in place; return ``base``."""
@@ -25,26 +27,33 @@ def merge(base: Any, override: Any) -> Any:
     return base
 
 
-def apply_profile(profile: str | Path, params_path: str | Path = "params.yaml") -> None:
-    """Merge the profile file (a path, or a name under profiles/) over ``params_path``, in place."""
-    profile_path = Path(profile)
-    if not profile_path.suffix:
-        profile_path = Path("profiles") / f"{profile}.yaml"
-    if not profile_path.is_file():
-        names = sorted(p.stem for p in Path("profiles").glob("*.yaml"))
-        raise FileNotFoundError(f"{profile_path}: profile not found (available: {', '.join(names) or 'none'})")
-    override = yaml.safe_load(profile_path.read_text()) or {}
+def profile_path(profile: str | Path, root: str | Path | None = None) -> Path:
+    """A profile name (``paper`` -> ``profiles/paper.yaml``) or a path; relative ones are under ``root``
+    (default: the working directory)."""
+    path = Path(profile)
+    if not path.suffix:
+        path = Path("profiles") / f"{profile}.yaml"
+    return path if root is None or path.is_absolute() else Path(root) / path
+
+
+def apply_profile(
+    profile: str | Path, params_path: str | Path = "params.yaml", root: str | Path | None = None
+) -> None:
+    """Merge the profile file (see :func:`profile_path`) over ``params_path``, in place."""
+    path = profile_path(profile, root)
+    if not path.is_file():
+        names = sorted(p.stem for p in (Path(root or ".") / "profiles").glob("*.yaml"))
+        raise FileNotFoundError(f"{path}: profile not found (available: {', '.join(names) or 'none'})")
+    override = yaml.safe_load(path.read_text()) or {}
     if not isinstance(override, dict):
-        raise ValueError(f"{profile_path}: a profile must be a mapping of params to override")
+        raise ValueError(f"{path}: a profile must be a mapping of params to override")
     rt = YAML()  # round-trip: keeps comments and key order
     rt.width = 4096
     params_path = Path(params_path)
     params = rt.load(params_path.read_text())
     merge(params, override)
-    tmp = params_path.with_name(f".{params_path.name}.tmp")
-    with tmp.open("w") as f:
+    with atomic_path(params_path) as tmp, tmp.open("w") as f:
         rt.dump(params, f)
-    tmp.replace(params_path)
 
 
 def main(argv: list[str] | None = None) -> int:

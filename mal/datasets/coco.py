@@ -1,7 +1,8 @@
 """Any COCO-format set (COCO 2017, LVIS v1, a user's own), referenced in place, not copied.
 
-Image ``file_name`` entries are rewritten to absolute paths so the prepared JSONs follow the
-project's image-path rule (``dirname(json) / file_name`` — an absolute file_name wins).
+Image ``file_name``s stay relative to the user's image folders (``data.coco.train_images`` / ``val_images``,
+see ``mal.common.paths.image_roots``): the prepared JSONs hold no machine-specific path, so a run-cache
+entry made on one machine is valid on another where the same params name the same data.
 """
 
 from __future__ import annotations
@@ -9,28 +10,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mal.common.coco_io import ValidationReport, load_coco, write_json_atomic
+from mal.common.coco_io import ValidationReport, load_coco
+from mal.common.files import write_json_atomic
 from mal.datasets.common import strip_masks
 
-
-def _absolute(coco: dict[str, Any], image_root: Path) -> dict[str, Any]:
-    out = dict(coco)
-    out["images"] = [dict(img, file_name=str((image_root / img["file_name"]).resolve())) for img in coco["images"]]
-    return out
+PLACEHOLDER = "no_user_data.md"  # data/no_user_data.md: what data.coco.* name with a built-in dataset
 
 
 def build_coco(out_dir: str | Path, train_json: str | None, train_images: str | None, val_json: str | None,
                val_images: str | None, check_images: str = "exists") -> dict[str, Any]:
     """Validate the user's files and write train_boxes/train_gt/val_gt JSONs; return validation reports."""
+    # unset, or still the placeholder params.yaml ships for the built-in sets (DVC needs an existing path)
     missing = [k for k, v in {"train_json": train_json, "train_images": train_images, "val_json": val_json,
-                              "val_images": val_images}.items() if not v]
+                              "val_images": val_images}.items() if not v or Path(v).name == PLACEHOLDER]
     if missing:
         raise ValueError(f"params.yaml: data.coco.{', data.coco.'.join(missing)} must be set for dataset 'coco'")
+    for key, value, want_dir in (("train_json", train_json, False), ("train_images", train_images, True),
+                                 ("val_json", val_json, False), ("val_images", val_images, True)):
+        if want_dir != Path(value).is_dir() or not Path(value).exists():
+            raise ValueError(f"params.yaml: data.coco.{key} = {value!r} is not an existing "
+                             f"{'folder of images' if want_dir else 'COCO JSON file'}")
     out_dir = Path(out_dir)
     reports: dict[str, ValidationReport] = {}
     train, reports["train"] = load_coco(train_json, image_root=train_images, check_images=check_images)
     val, reports["val"] = load_coco(val_json, image_root=val_images, check_images=check_images)
-    train, val = _absolute(train, Path(train_images)), _absolute(val, Path(val_images))
     has_train_masks = all("segmentation" in a for a in train["annotations"])
     write_json_atomic(out_dir / "train_gt.json", train)
     write_json_atomic(out_dir / "train_boxes.json", strip_masks(train))
@@ -38,6 +41,6 @@ def build_coco(out_dir: str | Path, train_json: str | None, train_images: str | 
     # The images stay where they are; this note keeps data/prepared/images (a DVC dep of later stages) present.
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "images" / "REFERENCED.txt").write_text(
-        f"images are referenced in place, not copied:\ntrain: {Path(train_images).resolve()}\n"
-        f"val: {Path(val_images).resolve()}\n")
+        f"images are referenced in place, not copied (params data.coco):\ntrain: {train_images}\n"
+        f"val: {val_images}\n")
     return {"reports": reports, "has_train_masks": has_train_masks}

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from mal.common.coco_io import write_json_atomic
+from mal.common.files import write_json_atomic
 
 
 def mask_to_annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) -> dict[str, Any]:

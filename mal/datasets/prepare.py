@@ -1,4 +1,4 @@
-"""Stage ``prepare``: build the chosen dataset, validate what was written, write metrics/prepare.json.
+"""Build the chosen dataset, validate what was written, write its metrics (the ``prepare`` stage's work).
 
 Outputs in ``data.out_dir``: ``train_boxes.json`` (masks removed), ``train_gt.json`` (masks kept; only for
 the GT-mask baseline and for measuring pseudo-mask quality), ``val_gt.json``; images/ for built-in sets.
@@ -6,7 +6,6 @@ the GT-mask baseline and for measuring pseudo-mask quality), ``val_gt.json``; im
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -14,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from mal.common.boxes import is_trainable
-from mal.common.coco_io import ValidationReport, load_coco, write_json_atomic
-from mal.common.params import load_params
+from mal.common.coco_io import ValidationReport, load_coco
+from mal.common.files import write_json_atomic
+from mal.common.paths import image_roots
 
 SPLIT_FILES = {"train": "train_gt.json", "train_boxes": "train_boxes.json", "val": "val_gt.json"}
 
@@ -64,7 +64,7 @@ def split_stats(coco: dict[str, Any], min_area: float, min_side: float) -> dict[
     }
 
 
-def prepare(params: dict[str, Any], metrics_path: str | Path = "metrics/prepare.json") -> dict[str, Any]:
+def prepare(params: dict[str, Any], metrics_path: str | Path) -> dict[str, Any]:
     """Build ``params['data']['dataset']`` into ``params['data']['out_dir']`` and return the metrics."""
     data = params["data"]
     name = data["dataset"]
@@ -79,7 +79,8 @@ def prepare(params: dict[str, Any], metrics_path: str | Path = "metrics/prepare.
     metrics: dict[str, Any] = {"dataset": name}
     for split, file_name in SPLIT_FILES.items():
         # Re-read what was written: proves the outputs satisfy the same validation users' files get.
-        coco, report = load_coco(out_dir / file_name, check_images="exists")
+        root = image_roots(data)["val" if split == "val" else "train"]
+        coco, report = load_coco(out_dir / file_name, image_root=root, check_images="exists")
         if split != "train_boxes":
             metrics[split] = split_stats(coco, data["min_train_box_area"], data["min_train_box_side"])
         warnings = Counter(report.warnings)
@@ -90,16 +91,3 @@ def prepare(params: dict[str, Any], metrics_path: str | Path = "metrics/prepare.
     metrics.update({k: v for k, v in info.items() if isinstance(v, (int, float, str, bool, list))})
     write_json_atomic(metrics_path, metrics, indent=2)
     return metrics
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mal prepare", description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--metrics", default="metrics/prepare.json", help="where to write the metrics JSON")
-    args = parser.parse_args(argv)
-    metrics = prepare(load_params(args.params), args.metrics)
-    for split in ("train", "val"):
-        m = metrics[split]
-        print(f"{split}: {m['images']} images, {m['boxes']} boxes ({m['crowd_boxes']} crowd, "
-              f"{m['too_small_to_train']} too small to train on), warnings {m['warnings'] or 'none'}")
-    return 0

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-# Order of COCOeval.stats (maxDets = 1, 10, 100).
+# Order of COCOeval.stats; the "100" of AP/AR100 is the configured ``max_dets`` (COCO's default 100).
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 IOU_TYPES = {"box": "bbox", "mask": "segm"}
 
@@ -99,6 +98,30 @@ def _clean(v: float) -> float | None:
     return None if (v is None or math.isnan(v) or v < 0) else round(float(v) * 100.0, 4)
 
 
+def summary_stats(ev: COCOeval) -> list[float]:
+    """``COCOeval.stats`` (12 numbers, -1 where undefined) at the *last* of ``params.maxDets`` throughout.
+
+    ``COCOeval.summarize`` hard-codes maxDets=100 for the headline AP, which is -1 (null) for any other
+    ``max_dets``; the other eleven numbers are computed as it computes them.
+    """
+    p, prec, rec = ev.params, ev.eval["precision"], ev.eval["recall"]  # T x R x K x A x M, T x K x A x M
+    area = {label: i for i, label in enumerate(p.areaRngLbl)}
+    t50, t75 = (np.flatnonzero(np.isclose(p.iouThrs, t)) for t in (0.5, 0.75))
+
+    def mean(s: np.ndarray) -> float:
+        s = s[s > -1]
+        return float(np.mean(s)) if s.size else -1.0
+
+    def ap(t: Any = slice(None), a: str = "all") -> float:
+        return mean(prec[t, :, :, area[a], -1])
+
+    def ar(m: int = -1, a: str = "all") -> float:
+        return mean(rec[:, :, area[a], m])
+
+    return [ap(), ap(t50), ap(t75), ap(a="small"), ap(a="medium"), ap(a="large"),
+            ar(0), ar(1), ar(), ar(a="small"), ar(a="medium"), ar(a="large")]
+
+
 def evaluate_predictions(gt: str | Path | dict[str, Any] | COCO, predictions: list[dict[str, Any]],
                          tasks: tuple[str, ...] = ("box", "mask"), max_dets: int = 100) -> dict[str, Any]:
     """COCO-evaluate ``predictions`` against ``gt``; flat ``{box_AP: .., mask_AP50: .., ...}`` in percent.
@@ -130,12 +153,5 @@ def evaluate_predictions(gt: str | Path | dict[str, Any] | COCO, predictions: li
             ev.params.maxDets = [1, 10, max_dets]
             ev.evaluate()
             ev.accumulate()
-            ev.summarize()
-        out.update({f"{task}_{n}": _clean(v) for n, v in zip(STAT_NAMES, ev.stats, strict=True)})
+        out.update({f"{task}_{n}": _clean(v) for n, v in zip(STAT_NAMES, summary_stats(ev), strict=True)})
     return out
-
-
-def encode_mask(mask: np.ndarray) -> dict[str, Any]:
-    """Binary ``H x W`` mask -> COCO RLE with a str ``counts`` (JSON-serialisable)."""
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}

@@ -38,6 +38,8 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from tqdm import tqdm
 
+from mal.common.files import atomic_path, file_sha256, fingerprint
+
 logger = logging.getLogger(__name__)
 
 
@@ -74,33 +76,32 @@ def get_spec(name: str) -> DetectorSpec:
 
 
 # ---------------------------------------------------------------- datasets
-def resolve_image_root(json_path: str | Path) -> Path:
-    """The directory the JSON's image ``file_name``s are relative to: the JSON's own (the data contract; the
-    pseudo-label stage rebases its output's file_names to follow it). Missing images: a clear error naming
-    the JSON, the image id and its file_name."""
-    path = Path(json_path)
+def check_images(json_path: str | Path, image_root: str | Path) -> None:
+    """Every image of the JSON exists under ``image_root``; else a clear error naming the JSON, the image id
+    and its file_name (before detectron2 fails deep inside a data-loader worker)."""
+    path, root = Path(json_path), Path(image_root)
     with path.open() as f:
         images = json.load(f).get("images", [])
-    missing = next((im for im in images if not (path.parent / im["file_name"]).is_file()), None)
+    missing = next((im for im in images if not (root / im["file_name"]).is_file()), None)
     if missing is not None:
         raise FileNotFoundError(f"{path}: image id={missing['id']} file_name={missing['file_name']!r} not found "
-                                f"under {path.parent}")
-    return path.parent
+                                f"under {root}")
 
 
-def register_json(json_path: str | Path) -> str:
-    """Register a COCO JSON with DatasetCatalog/MetadataCatalog (idempotent); returns the dataset name.
+def register_json(json_path: str | Path, image_root: str | Path) -> str:
+    """Register a COCO JSON whose ``file_name``s are relative to ``image_root`` (idempotent); returns the name.
 
-    image_root: see :func:`resolve_image_root`. The name is derived from the absolute path, so the same file
-    gets the same name in every process.
+    The name is derived from the two paths as given (not resolved), so a config that names the dataset is
+    the same in every process and in every checkout of the repository.
     """
-    path = Path(json_path).resolve()
+    path = Path(json_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: COCO JSON not found")
-    name = f"mal_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    key = f"{json_path}|{image_root}"
+    name = f"mal_{path.stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
     if name not in DatasetCatalog.list():
-        root = resolve_image_root(path)
-        register_coco_instances(name, {}, str(path), str(root))
+        check_images(path, image_root)
+        register_coco_instances(name, {}, str(path), str(image_root))
     return name
 
 
@@ -156,8 +157,9 @@ def _apply_demo(cfg: CfgNode, demo: dict[str, Any]) -> None:
 
 
 def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Path,
-              params: dict[str, Any]) -> CfgNode:
-    """detectron2 config for ``detector`` trained on ``train_json`` (``params`` = params.yaml ``detector:``).
+              params: dict[str, Any], image_root: str | Path | None = None) -> CfgNode:
+    """detectron2 config for ``detector`` trained on ``train_json`` (``params`` = params.yaml ``detector:``),
+    whose image file_names are relative to ``image_root``.
 
     Schedule keys come from ``params['train']`` updated by ``params['models'][detector]`` (a missing or null
     key keeps the model-zoo 3x value). Demo detectors take ``params['demo_arch']``; paper detectors take the
@@ -199,7 +201,9 @@ def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Pa
     cfg.DATASETS.TEST = ()
     cfg.TEST.DETECTIONS_PER_IMAGE = int(params.get("detections_per_image", 100))
     if train_json is not None:
-        cfg.DATASETS.TRAIN = (register_json(train_json),)
+        if image_root is None:
+            raise ValueError("build_cfg: a training JSON needs its image_root")
+        cfg.DATASETS.TRAIN = (register_json(train_json, image_root),)
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes(train_json)
     cfg.OUTPUT_DIR = str(output_dir)
     if opts:
@@ -231,16 +235,19 @@ class MalTrainer(DefaultTrainer):
         return ret
 
     def build_writers(self) -> list:
+        # window_size=1: the logged losses are the iteration's own values, not per-key medians over 20
+        # iterations, so the loss_* parts of a record sum to its total_loss (the curves stay decomposable).
         return [CommonMetricPrinter(self.max_iter),
-                JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
+                JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), window_size=1)]
 
 
-def _train_worker(cfg: CfgNode, dataset_jsons: list[str], resume: bool, num_threads: int) -> None:
-    """Body of one training process (also run by each GPU process under ``launch``)."""
+def _train_worker(cfg: CfgNode, datasets: list[tuple[str, str]], resume: bool, num_threads: int) -> None:
+    """Body of one training process (also run by each GPU process under ``launch``); ``datasets`` are the
+    ``(json, image_root)`` pairs to register in this process."""
     if num_threads > 0:
         torch.set_num_threads(num_threads)
-    for j in dataset_jsons:
-        register_json(j)
+    for json_path, root in datasets:
+        register_json(json_path, root)
     seed_all_rng(cfg.SEED + comm.get_rank())
     if comm.is_main_process():
         from detectron2.utils.logger import setup_logger
@@ -252,20 +259,21 @@ def _train_worker(cfg: CfgNode, dataset_jsons: list[str], resume: bool, num_thre
 
 
 def run_fingerprint(cfg: CfgNode, train_json: str | Path) -> str:
-    """sha1 of the config (less OUTPUT_DIR) and the training JSON's bytes: a run resumes only if both match,
-    so new pseudo-labels under an unchanged config never continue an old run."""
+    """Fingerprint of the config (less OUTPUT_DIR) and the training JSON's bytes: a run resumes only if both
+    match, so new pseudo-labels under an unchanged config never continue an old run."""
     c = copy.deepcopy(cfg)
     c.defrost()
     c.OUTPUT_DIR = ""
-    h = hashlib.sha1(c.dump().encode())
-    h.update(Path(train_json).read_bytes())
-    return h.hexdigest()
+    return fingerprint(c.dump(), file_sha256(train_json))
 
 
-def train(cfg: CfgNode, train_json: str | Path, work_dir: str | Path, num_gpus: int = 1,
+def train(cfg: CfgNode, train_json: str | Path, image_root: str | Path, work_dir: str | Path, num_gpus: int = 1,
           num_machines: int = 1, machine_rank: int = 0, dist_url: str = "auto",
-          num_threads: int = 0, resume: bool = True) -> dict[str, Any]:
-    """Train in ``work_dir`` (checkpoints, log.txt, metrics.json); returns ``{iterations, train_time_s..}``.
+          num_threads: int = 0, resume: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train in ``work_dir`` (checkpoints, log.txt, metrics.json).
+
+    Returns ``(info, timings)``: ``info`` is what an identical re-run reproduces (iterations, batch, device),
+    ``timings`` the wall-clock numbers (kept apart, out of DVC outputs).
 
     With ``resume`` and an existing run of the *same* config in ``work_dir`` (fingerprint match), training
     continues from its last checkpoint; a run with a different config is discarded. ``num_gpus > 1`` spawns
@@ -276,7 +284,7 @@ def train(cfg: CfgNode, train_json: str | Path, work_dir: str | Path, num_gpus: 
     cfg.defrost()
     cfg.OUTPUT_DIR = str(work)
     fp = run_fingerprint(cfg, train_json)
-    fp_file = work / "config.sha1"
+    fp_file = work / "run.fingerprint"
     if work.exists() and (not resume or not fp_file.is_file() or fp_file.read_text().strip() != fp):
         for f in work.glob("*"):
             if f.is_file():
@@ -289,28 +297,28 @@ def train(cfg: CfgNode, train_json: str | Path, work_dir: str | Path, num_gpus: 
     if resume and last.is_file():
         ckpt = check_checkpoint(work / last.read_text().strip())
         start_iter = int(ckpt.get("iteration", -1)) + 1
+    datasets = [(str(train_json), str(image_root))]
     t0 = time.perf_counter()
     if num_gpus > 1 or num_machines > 1:
         launch(_train_worker, num_gpus, num_machines=num_machines, machine_rank=machine_rank,
-               dist_url=dist_url, args=(cfg, [str(train_json)], resume, num_threads))
+               dist_url=dist_url, args=(cfg, datasets, resume, num_threads))
     else:
-        _train_worker(cfg, [str(train_json)], resume, num_threads)
+        _train_worker(cfg, datasets, resume, num_threads)
     dt = time.perf_counter() - t0
     done = cfg.SOLVER.MAX_ITER - start_iter
-    return {"iterations": int(cfg.SOLVER.MAX_ITER), "resumed_from_iter": start_iter,
-            "train_time_s": round(dt, 1), "s_per_iter": round(dt / max(done, 1), 4),
-            "ims_per_batch": int(cfg.SOLVER.IMS_PER_BATCH), "device": cfg.MODEL.DEVICE}
+    info = {"iterations": int(cfg.SOLVER.MAX_ITER), "ims_per_batch": int(cfg.SOLVER.IMS_PER_BATCH),
+            "device": cfg.MODEL.DEVICE}
+    timings = {"resumed_from_iter": start_iter, "train_time_s": round(dt, 1),
+               "s_per_iter": round(dt / max(done, 1), 4)}
+    return info, timings
 
 
 def export_final(work_dir: str | Path, out_path: str | Path) -> None:
     """Write ``model_final.pth`` of a finished run to ``out_path`` with the model weights only (atomic)."""
     src = Path(work_dir) / "model_final.pth"
     ckpt = check_checkpoint(src)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save({"model": ckpt["model"], "iteration": ckpt.get("iteration", -1)}, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out_path) as tmp:
+        torch.save({"model": ckpt["model"], "iteration": ckpt.get("iteration", -1)}, tmp)
 
 
 # ---------------------------------------------------------------- checkpoints + inference
@@ -345,16 +353,17 @@ def load_model(cfg: CfgNode, weights: str | Path) -> torch.nn.Module:
     return model
 
 
-def predict(cfg: CfgNode, weights: str | Path, json_path: str | Path,
+def predict(cfg: CfgNode, weights: str | Path, json_path: str | Path, image_root: str | Path,
             num_threads: int = 0) -> list[dict[str, Any]]:
-    """Run the detector on every image of ``json_path``: COCO result records (dataset category ids)."""
+    """Run the detector on every image of ``json_path`` (file_names relative to ``image_root``): COCO result
+    records (dataset category ids)."""
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(cfg, weights)
-    name = register_json(json_path)
+    name = register_json(json_path, image_root)
     loader = build_detection_test_loader(cfg, name)
     meta = MetadataCatalog.get(name)
     to_dataset_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}

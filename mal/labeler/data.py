@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mal.common.coco_io import image_path, read_image
+from mal.common.images import image_path, read_image
 from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed, expand_box_random
 from mal.labeler.model import normalize
 
@@ -35,8 +35,12 @@ DEFAULT_AUG: dict[str, Any] = {
 }
 
 
-def box_records(coco: dict[str, Any], json_path: str | Path, keep: Any = None) -> list[dict[str, Any]]:
+def box_records(
+    coco: dict[str, Any], json_path: str | Path, keep: Any = None, image_root: str | Path | None = None
+) -> list[dict[str, Any]]:
     """``[{"ann": ann, "image": image_dict, "path": image_path}]`` for annotations passing ``keep(ann)``.
+
+    Image paths are ``image_root / file_name`` (default root: the JSON's folder).
 
     Raises ``ValueError`` naming the file and annotation id when an annotation's image id is unknown.
     """
@@ -50,7 +54,7 @@ def box_records(coco: dict[str, Any], json_path: str | Path, keep: Any = None) -
             raise ValueError(
                 f"{json_path}: annotation id={ann['id']}: field 'image_id' {ann['image_id']} names no image"
             )
-        out.append({"ann": ann, "image": im, "path": str(image_path(json_path, im))})
+        out.append({"ann": ann, "image": im, "path": str(image_path(json_path, im, image_root))})
     return out
 
 

@@ -7,8 +7,6 @@ Interface used by the pseudo-label stage (see notes/CONTRACT.md):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +14,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from mal.common.files import atomic_path
 from mal.labeler.decoder import AttentionDecoder
 from mal.labeler.encoder import Encoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Mask threshold on the labeler's pasted probability for checkpoints that record none (trained before
+# ``labeler.train.mask_threshold`` existed); the paper uses 0.1, the demo's val sweep docs/pseudo_labels.md.
+DEFAULT_MASK_THRESHOLD = 0.5
 
 DEFAULT_CFG: dict[str, Any] = {
     "encoder": "vit_tiny_patch16_224",  # any timm model name
@@ -112,27 +114,17 @@ def save_checkpoint(
     cfg: dict[str, Any],
     extra: dict | None = None,
 ) -> None:
-    """Write ``{"student", "teacher", "cfg", "epoch", **extra}`` atomically (temp file + ``os.replace``).
+    """Write ``{"student", "teacher", "cfg", "epoch", **extra}`` atomically (:func:`~mal.common.files.atomic_path`).
 
     ``extra`` must hold only what ``torch.load(weights_only=True)`` accepts (tensors, numbers, strings,
     lists, tuples, dicts).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ckpt: dict[str, Any] = {"epoch": 0, **(extra or {})}
     ckpt["student"] = _plain_state(student)
     ckpt["teacher"] = _plain_state(teacher) if teacher is not None else None
     ckpt["cfg"] = resolve_cfg(cfg)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary shared file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -147,6 +139,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or "cfg" not in ckpt or "student" not in ckpt:
         raise ValueError(f"{path}: not a labeler checkpoint (needs keys 'student' and 'cfg')")
     return ckpt
+
+
+def checkpoint_mask_threshold(path: str | Path) -> float:
+    """The mask threshold a checkpoint was trained to be used at (``DEFAULT_MASK_THRESHOLD`` if it has none)."""
+    value = read_checkpoint(path).get("mask_threshold")
+    return DEFAULT_MASK_THRESHOLD if value is None else float(value)
 
 
 def load_labeler(

@@ -8,7 +8,6 @@ RNG states, history) so that a killed run resumes to the same weights as an unin
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -24,10 +23,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from mal.common.files import fingerprint
 from mal.labeler.data import BoxCropDataset
 from mal.labeler.evaluate import evaluate_labeler
 from mal.labeler.losses import crf_loss, mil_loss, ramp
-from mal.labeler.model import build_labeler, read_checkpoint, resolve_cfg, save_checkpoint
+from mal.labeler.model import (
+    DEFAULT_MASK_THRESHOLD,
+    build_labeler,
+    read_checkpoint,
+    resolve_cfg,
+    save_checkpoint,
+)
 from mal.labeler.schedule import EMATeacher, build_optimizer, lr_at
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,8 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "crf_clamp": [0.1, 0.9],
     "crf_normalize_affinity": False,  # paper: the sum of k_ij-weighted logits; true: their mean (mal.labeler.losses)
     "val_threshold": 0.5,
+    # Recorded in the checkpoint as the threshold to label with (the CLI's default); not used in training.
+    "mask_threshold": DEFAULT_MASK_THRESHOLD,
     "val_every": 1,
     "val_max_boxes": 0,  # 0 = every val box; else an evenly spaced subset (large sets, e.g. COCO)
     "num_workers": 0,
@@ -65,7 +73,10 @@ def resolve_train_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
     unknown = sorted(set(cfg) - set(DEFAULT_TRAIN))
     if unknown:
         raise ValueError(f"labeler train cfg: unknown keys {unknown} (known: {sorted(DEFAULT_TRAIN)})")
-    return {**DEFAULT_TRAIN, **cfg}
+    cfg = {**DEFAULT_TRAIN, **cfg}
+    if not 0.0 <= float(cfg["mask_threshold"]) < 1.0:
+        raise ValueError(f"labeler train cfg: mask_threshold must be in [0, 1), got {cfg['mask_threshold']}")
+    return cfg
 
 
 # ---------------------------------------------------------------- distributed helpers
@@ -129,11 +140,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def fingerprint(*objs: Any) -> str:
-    """Stable hash of JSON-able configuration (a resumable state only resumes the same run)."""
-    return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 # ---------------------------------------------------------------- one step
 def train_step(
     student: torch.nn.Module,
@@ -184,7 +190,8 @@ def train_labeler(
     stop_after_epoch: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train a labeler; returns the final metrics dict (rank 0; other ranks return ``{}``).
+    """Train a labeler; returns the final metrics dict (rank 0; other ranks return ``{}``) with the run's
+    wall-clock numbers under ``"timings"`` (kept out of the checkpoint).
 
     ``state_path``: resumable run state rewritten atomically after every epoch; a matching state (same
     cfgs, data and seed) is resumed when ``resume``. ``out_checkpoint``: the final student+teacher.
@@ -203,7 +210,8 @@ def train_labeler(
     if not train_records:
         raise ValueError("labeler training: no training boxes (check data.min_train_box_* params)")
     boxes = [(r["ann"]["id"], r["ann"]["bbox"], r["path"]) for r in train_records]
-    run_id = fingerprint(model_cfg, cfg, seed, world, boxes)
+    # mask_threshold is metadata only: changing it must not discard a resumable run.
+    run_id = fingerprint(model_cfg, {k: v for k, v in cfg.items() if k != "mask_threshold"}, seed, world, boxes)
 
     seed_everything(seed)
     student = build_labeler(model_cfg).to(device)
@@ -356,19 +364,23 @@ def train_labeler(
             "batch_size": cfg["batch_size"],
             "processes": world,
             "val_threshold": cfg["val_threshold"],
-            "seconds_per_step": final.get("seconds_per_step"),
-            "train_seconds_this_run": round(time.time() - t_start, 1),
             "best_val_miou": max((h["val_miou"] for h in history if "val_miou" in h), default=None),
         }
     )
+    # Timings are returned apart: the checkpoint and the metrics must be identical on an identical re-run.
+    timings = {
+        "seconds_per_step": final.get("seconds_per_step"),
+        "train_seconds_this_run": round(time.time() - t_start, 1),
+    }
     save_checkpoint(
         out_checkpoint,
         student,
         teacher,
         model_cfg,
-        {"epoch": int(cfg["epochs"]), "step": step, "run_id": run_id, "metrics": metrics},
+        {"epoch": int(cfg["epochs"]), "step": step, "run_id": run_id, "metrics": metrics,
+         "mask_threshold": float(cfg["mask_threshold"])},
     )
-    return metrics
+    return {**metrics, "timings": timings}
 
 
 def _open_live(live_dir: str | Path, history: list[dict[str, Any]]) -> Any:
@@ -381,8 +393,12 @@ def _open_live(live_dir: str | Path, history: list[dict[str, Any]]) -> Any:
     return live
 
 
+# Not curves: counters, and wall-clock time (a tracked curve must not change on an identical re-run).
+_NOT_LOGGED = ("epoch", "step", "seconds_per_step")
+
+
 def _log_live(live: Any, record: dict[str, Any]) -> None:
     for key, value in record.items():
-        if key not in ("epoch", "step") and isinstance(value, (int, float)) and value == value:
+        if key not in _NOT_LOGGED and isinstance(value, (int, float)) and value == value:
             live.log_metric(key, float(value))
     live.next_step()

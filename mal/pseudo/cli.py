@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mal.common.coco_io import write_json_atomic
+from mal.common.files import save_png_atomic, write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--visualize", default=None, metavar="DIR", help="write overlay PNGs of a few images here")
     p.add_argument("--num-visualize", type=int, default=8, help="how many images to visualise (default 8)")
     p.add_argument(
-        "--threshold", type=float, default=0.5, help="mask threshold on the probability (default 0.5)"
+        "--threshold",
+        type=float,
+        default=None,
+        help="mask threshold on the probability (default: the one the checkpoint records, as the pipeline "
+        "labels with; 0.5 for checkpoints that record none)",
     )
     p.add_argument("--which", choices=["student", "teacher", "average"], default="student")
     p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped prediction")
@@ -84,9 +88,9 @@ def visualize(
     out_coco: dict[str, Any], in_coco: dict[str, Any], image_root: Path, out_dir: Path, limit: int
 ) -> list[str]:
     """Overlay PNGs (input masks, if any, in green; pseudo-masks in red) for the first ``limit`` images."""
-    from mal.common.coco_io import image_path, read_image
+    from mal.common.images import image_path, read_image
     from mal.common.masks import decode_segmentation
-    from mal.pseudo.quality import draw_overlay, save_png_atomic
+    from mal.pseudo.quality import draw_overlay
 
     gt_by_id = {a["id"]: a for a in in_coco["annotations"]}
     by_image: dict[int, list[dict]] = {}
@@ -111,6 +115,7 @@ def visualize(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from mal.labeler.model import checkpoint_mask_threshold
     from mal.pseudo.label import LabelOptions, SkipError, load_boxes
     from mal.pseudo.shards import label_coco
 
@@ -122,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {image_root}: images directory not found", file=sys.stderr)
         return 2
     try:
+        threshold = args.threshold if args.threshold is not None else checkpoint_mask_threshold(args.checkpoint)
         options = LabelOptions(
-            threshold=args.threshold,
+            threshold=threshold,
             which=args.which,
             flip_tta=args.flip_tta,
             batch_size=args.batch_size,

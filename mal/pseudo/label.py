@@ -23,12 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from mal.common.boxes import box_region
-from mal.common.coco_io import image_path, read_image
-from mal.common.masks import box_rle, empty_rle, paste_prob, rle_area, rle_from_region
+from mal.common.images import image_path, image_size, read_image
+from mal.common.masks import box_rle, empty_rle, paste_in_box, rle_area, rle_from_region
 from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed
 from mal.pseudo.boxes import BoxPlan, load_boxes, plan_annotations
 
@@ -119,8 +117,7 @@ class _ImageCrops(torch.utils.data.Dataset):
             else:  # only fallbacks: check the file without decoding the pixels
                 if not path.is_file():
                     raise ValueError(f"{path}: image file not found")
-                with Image.open(path) as pil:
-                    size = (pil.height, pil.width)
+                size = image_size(path)  # as displayed, like read_image
         except (ValueError, OSError) as e:
             out["error"] = ("missing_image" if not path.is_file() else "unreadable_image", str(e))
             return out
@@ -345,15 +342,9 @@ def _paste_one(ann: dict, plan: BoxPlan, prob: np.ndarray, window: tuple, im: di
     h, w = int(im["height"]), int(im["width"])
     m = prob.shape[-1]
     prob = prob * box_mask_in_crop(plan.box, window, m)
-    region_prob, (rx0, ry0, rx1, ry1) = paste_prob(prob, window, w, h)
-    bx0, by0, bx1, by1 = box_region(plan.box, w, h)  # keep only pixels the box touches
-    mask = np.zeros(region_prob.shape, dtype=bool)
-    ix0, iy0, ix1, iy1 = max(bx0, rx0), max(by0, ry0), min(bx1, rx1), min(by1, ry1)
-    if ix1 > ix0 and iy1 > iy0:
-        sub = region_prob[iy0 - ry0 : iy1 - ry0, ix0 - rx0 : ix1 - rx0]
-        mask[iy0 - ry0 : iy1 - ry0, ix0 - rx0 : ix1 - rx0] = sub > options.threshold
+    mask, region = paste_in_box(prob, window, plan.box, w, h, options.threshold)
     area = int(mask.sum())
     if area == 0:
         return _fallback_ann(ann, plan, h, w, "empty_prediction")
-    rle = rle_from_region(mask, (rx0, ry0, rx1, ry1), h, w)
+    rle = rle_from_region(mask, region, h, w)
     return _with_mask(ann, plan, rle, "labeler", None, area)

@@ -15,8 +15,6 @@ failures or empty results fall back to the box mask and are counted).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -26,42 +24,10 @@ import numpy as np
 from tqdm import tqdm
 
 from mal.common.boxes import box_region
-from mal.common.coco_io import image_path, read_image
-from mal.common.masks import (
-    box_rle,
-    decode_segmentation,
-    rle_area,
-    rle_from_region,
-    rle_iou,
-    segmentation_to_rle,
-)
-
-SMALL, MEDIUM = 32**2, 96**2
-
-
-def summarize(records: list[dict[str, Any]], cat_names: dict[int, str]) -> dict[str, Any]:
-    """Aggregate per-instance records ``{category_id, gt_area, iou}`` into the metric dict."""
-
-    def mean(vals: list[float]) -> float | None:
-        return float(np.mean(vals)) if vals else None
-
-    by_cat: dict[int, list[float]] = defaultdict(list)
-    for r in records:
-        by_cat[r["category_id"]].append(r["iou"])
-    per_class = {
-        cat_names.get(c, str(c)): {"miou": float(np.mean(v)), "count": len(v)}
-        for c, v in sorted(by_cat.items())
-    }
-    ious = [r["iou"] for r in records]
-    return {
-        "miou": mean([float(np.mean(v)) for v in by_cat.values()]),
-        "miou_instance": mean(ious),
-        "miou_small": mean([r["iou"] for r in records if r["gt_area"] < SMALL]),
-        "miou_medium": mean([r["iou"] for r in records if SMALL <= r["gt_area"] < MEDIUM]),
-        "miou_large": mean([r["iou"] for r in records if r["gt_area"] >= MEDIUM]),
-        "num_instances": len(records),
-        "per_class": per_class,
-    }
+from mal.common.files import save_png_atomic
+from mal.common.images import image_path, read_image
+from mal.common.masks import box_rle, decode_segmentation, rle_from_region, segmentation_to_rle
+from mal.common.miou import iou_record, summarize
 
 
 def grabcut_mask(
@@ -110,20 +76,6 @@ def _index(coco: dict[str, Any], where: str) -> tuple[dict[int, dict], dict[int,
             raise ValueError(f"{where}: duplicate annotation id {a['id']}")
         anns[int(a["id"])] = a
     return images, anns
-
-
-def save_png_atomic(path: Path, rgb: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"{path}: could not write PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def draw_overlay(image: np.ndarray, gt_masks: list[np.ndarray], pred_masks: list[np.ndarray]) -> np.ndarray:
@@ -209,11 +161,9 @@ def evaluate_masks(
             p = segmentation_to_rle(
                 p_ann.get("segmentation"), h, w, f"{pred_name}: annotation id={a['id']} field 'segmentation'"
             )
-            area = rle_area(g)
-            base = {"id": int(a["id"]), "category_id": int(a["category_id"]), "gt_area": area}
-            records["labeler"].append({**base, "iou": rle_iou(p, g)})
+            records["labeler"].append(iou_record(p, g, a))
             if "box" in baselines:
-                records["box"].append({**base, "iou": rle_iou(box_rle(a["bbox"], h, w), g)})
+                records["box"].append(iou_record(box_rle(a["bbox"], h, w), g, a))
             if "grabcut" in baselines:
                 m, reg = grabcut_mask(image, a["bbox"], grabcut_iterations)
                 if m is None:
@@ -221,7 +171,7 @@ def evaluate_masks(
                     gc_rle = box_rle(a["bbox"], h, w)
                 else:
                     gc_rle = rle_from_region(m, reg, h, w)
-                records["grabcut"].append({**base, "iou": rle_iou(gc_rle, g)})
+                records["grabcut"].append(iou_record(gc_rle, g, a))
             if image_id in overlay_ids:
                 ov_gt.append(decode_segmentation(g, h, w))
                 ov_pred.append(decode_segmentation(p, h, w))

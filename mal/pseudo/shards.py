@@ -12,24 +12,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mal.common.coco_io import write_json_atomic
+from mal.common.files import file_sha256, fingerprint, write_json_atomic
 from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes, plan_annotations
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def input_hash(
@@ -40,17 +29,9 @@ def input_hash(
     num_shards: int,
 ) -> str:
     """Hash of everything that determines a shard's content (image files are identified by path only)."""
-    h = hashlib.sha256()
-    for part in (
-        file_sha256(boxes_path),
-        file_sha256(checkpoint),
-        json.dumps(options.identity(), sort_keys=True),
-        str(image_root or ""),
-        str(num_shards),
-    ):
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()
+    return fingerprint(
+        file_sha256(boxes_path), file_sha256(checkpoint), options.identity(), str(image_root or ""), int(num_shards)
+    )
 
 
 def shard_of(image_id: int, num_shards: int) -> int:
@@ -163,17 +144,6 @@ def merge_results(coco: dict[str, Any], results: list[dict[str, Any]], where: st
     return out, report
 
 
-def rebase_image_paths(coco: dict[str, Any], image_root: str | Path, new_dir: str | Path) -> dict[str, Any]:
-    """Rewrite relative ``file_name``s (relative to ``image_root``) to be relative to ``new_dir``."""
-    images = []
-    for im in coco["images"]:
-        name = im["file_name"]
-        if not os.path.isabs(name):
-            name = os.path.relpath(os.path.join(image_root, name), new_dir)
-        images.append(dict(im, file_name=name))
-    return dict(coco, images=images)
-
-
 def label_coco(
     boxes_path: str | Path,
     checkpoint: str | Path,
@@ -186,7 +156,6 @@ def label_coco(
     merge: bool = True,
     run_missing: bool = True,
     predictor: Any = None,
-    rebase_file_names: bool = False,
 ) -> dict[str, Any]:
     """Label a COCO boxes file (all shards, or one with ``shard_index``), then merge into ``out_path``.
 
@@ -194,8 +163,8 @@ def label_coco(
     without it (single process) shards are kept in memory. With ``shard_index`` only that shard runs and
     nothing is merged. ``run_missing=False`` (merge only) raises instead of labelling a missing shard.
     ``predictor`` (optional) replaces loading the checkpoint (still hashed) into a :class:`Predictor`.
-    ``rebase_file_names`` rewrites relative image ``file_name``s so they resolve from ``out_path``'s directory
-    (the project's path rule, used by the stage; the user CLI keeps the user's file names).
+    Image ``file_name``s are written as they came in (relative to ``image_root``, default: the boxes file's
+    folder), so the output holds no machine-specific path.
     Returns the merge report (or the shard's stats for a single shard).
     """
     _check_shards(num_shards, shard_index)
@@ -247,8 +216,6 @@ def label_coco(
                 raise ValueError(f"{shard_dir}: shard {i} of {num_shards} is missing or stale; run it first")
     out, report = merge_results(coco, results, str(shard_dir or boxes_path))
     if out_path is not None:
-        if rebase_file_names:
-            out = rebase_image_paths(out, image_root or Path(boxes_path).parent, Path(out_path).parent)
         write_json_atomic(out_path, out)
     report["shards_run"], report["shards_reused"] = len(indices) - reused, reused
     report["options"] = options.identity()
