@@ -27,5 +27,11 @@ test: install
 lint: install
 	$(PY) -m ruff check mal stages pipeline tests scripts benchmarks
 
+# Speed ratios of the labeler step and of pseudo-labelling (prints numbers, asserts nothing; see README).
+# bench_pseudo_label.py reads data/prepared/ and models/labeler/vit_tiny/: run `make repro` first.
+bench: install
+	$(PY) benchmarks/bench_labeler.py --threads 2
+	$(PY) benchmarks/bench_pseudo_label.py --max-boxes 445
+
 clean-venv:
 	rm -rf .venv

@@ -37,6 +37,8 @@ def derive_params(
     data = params["data"]
     data["dataset"] = dataset
     data["out_dir"] = str(out / "data")
+    data["metrics"] = str(out / "prepare.json")
+    params["timings_dir"] = str(out / "timings")
     if dataset == "shapes":
         data["shapes"].update({"num_train": num_train, "num_val": num_val})
     params["labeler"]["paths"] = {
@@ -77,17 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     load_params(params_path)  # the same checks the stages make, before any work
     py = sys.executable
-    subprocess.run([py, str(REPO / "stages/prepare.py"), "--params", str(params_path),
-                    "--metrics", str(out / "prepare.json")], cwd=REPO, check=True)
+    subprocess.run([py, str(REPO / "stages/prepare.py"), "--params", str(params_path)], cwd=REPO, check=True)
     subprocess.run([py, str(REPO / "stages/train_labeler.py"), "--params", str(params_path),
                     "--labeler", args.labeler, "--no-resume"], cwd=REPO, check=True)
 
+    from mal.labeler.model import checkpoint_mask_threshold
     from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes
     from mal.pseudo.quality import evaluate_masks
 
     params = load_params(params_path)
-    threshold = float(params["pseudo_label"]["threshold"])
     checkpoint = params["labeler"]["paths"]["checkpoint"].format(labeler=args.labeler)
+    threshold = params["pseudo_label"]["threshold"]  # null: the one the checkpoint records, as the stage does
+    threshold = checkpoint_mask_threshold(checkpoint) if threshold is None else float(threshold)
     val_json = Path(params["data"]["out_dir"]) / "val_gt.json"
     gt = load_boxes(val_json)
     opts = LabelOptions(threshold=threshold, which="student", flip_tta=False, show_progress=False)

@@ -3,12 +3,12 @@
 #
 #   bash scripts/install_detectron2.sh .venv/bin/python
 #
-# Route (DESIGN §4): detectron2 is not on PyPI. `sal-detectron2==0.7.2` is upstream detectron2 (~2024-08) as a
-# cp310 wheel whose only binary is the cp310 `_C` extension. We unpack it into <prefix>/detectron2-pure, delete
-# `_C*.so`, the top-level `tools/` package and the dist-info (it pins numpy<2), add `detectron2/_C.py` that raises
-# a clear ImportError (detectron2 guards every `_C` import, so Mask R-CNN / Cascade Mask R-CNN run on torchvision
-# RoIAlign/NMS; deformable conv, rotated boxes and COCOEvaluator(use_fast_impl=True) are unavailable), and point
-# a `.pth` file in site-packages at that directory.
+# Route (docs/detector.md, "Installing detectron2"): detectron2 is not on PyPI. `sal-detectron2==0.7.2` is
+# upstream detectron2 (~2024-08) as a cp310 wheel whose only binary is the cp310 `_C` extension. We unpack it
+# into <prefix>/detectron2-pure, delete `_C*.so`, the top-level `tools/` package and the dist-info (it pins
+# numpy<2), add `detectron2/_C.py` that raises a clear ImportError (detectron2 guards every `_C` import, so
+# Mask R-CNN / Cascade Mask R-CNN run on torchvision RoIAlign/NMS; deformable conv, rotated boxes and
+# COCOEvaluator(use_fast_impl=True) are unavailable), and point a `.pth` file in site-packages at that directory.
 #
 # If a real detectron2 (with a compiled `_C` extension, e.g. built from source on a GPU machine) already imports,
 # it is left alone. A marker file makes a second run a no-op.

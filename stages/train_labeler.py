@@ -26,7 +26,8 @@ from mal.common.files import write_json_atomic  # noqa: E402
 from mal.common.params import load_params  # noqa: E402
 from mal.common.paths import image_roots, labeler_paths, prepared_json, timings_path  # noqa: E402
 from mal.labeler.data import box_records  # noqa: E402
-from mal.labeler.train import dist_cleanup, train_labeler  # noqa: E402
+from mal.labeler.distributed import dist_cleanup  # noqa: E402
+from mal.labeler.train import train_labeler  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

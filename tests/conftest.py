@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,17 @@ def tool_env(**extra: str) -> dict[str, str]:
     env.update(DVC_NO_ANALYTICS="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", MPLBACKEND="Agg")
     env.update(extra)
     return env
+
+
+def command_runner(cwd: Path, env: dict[str, str]) -> Callable[..., str]:
+    """``run(*cmd) -> stdout`` in ``cwd``; a failing command fails the test with its output's tail."""
+
+    def run(*cmd: str) -> str:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        return proc.stdout
+
+    return run
 
 
 def copy_repo(dest: Path) -> Path:

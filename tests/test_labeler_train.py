@@ -156,7 +156,8 @@ def test_stage_ddp_two_processes_gloo(shapes, tmp_path):
     data_dir, _, _ = shapes
     params = {
         "seed": 0,
-        "data": {"out_dir": str(data_dir), "min_train_box_area": 16, "min_train_box_side": 2},
+        "timings_dir": str(tmp_path / "timings"),
+        "data": {"dataset": "shapes", "out_dir": str(data_dir), "min_train_box_area": 16, "min_train_box_side": 2},
         "labeler": {
             "paths": {
                 "checkpoint": str(tmp_path / "models" / "{labeler}" / "checkpoint.pt"),
@@ -194,6 +195,8 @@ def test_stage_ddp_two_processes_gloo(shapes, tmp_path):
     assert (tmp_path / "metrics" / "tiny_plots" / "plots" / "metrics" / "val_miou.tsv").is_file()
     assert (tmp_path / "work" / "tiny" / "state.pt").is_file()
     assert not (tmp_path / "dvc.yaml").exists() and not (tmp_path / ".dvc").exists()
+    assert json.loads((tmp_path / "timings" / "train_labeler" / "tiny.json").read_text())["stage_seconds"] > 0
+    assert not any("second" in k for k in metrics)  # wall-clock numbers stay out of the tracked metrics
 
 
 def test_stage_rejects_unknown_labeler_and_path_keys(tmp_path):

@@ -116,7 +116,7 @@ def test_param_groups_skip_decay_on_vectors():
 
 
 def _crf_reference(prob, image, box, iterations, sigma, lo=0.1, hi=0.9):
-    """The DESIGN formula, written out: two label channels, explicit 3x3 neighbours, renormalise."""
+    """The paper's CRF update (docs/labeler.md, Losses) written out: two label channels, 3x3 neighbours, renormalise."""
     b, _, h, w = prob.shape
     img = F.pad(image, (1, 1, 1, 1), mode="replicate")
     inside = F.pad(torch.ones(1, 1, h, w), (1, 1, 1, 1))

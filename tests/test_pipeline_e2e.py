@@ -9,18 +9,14 @@ import pytest
 import yaml
 
 from mal.common.profiles import apply_profile
-from tests.conftest import REPO, copy_repo, tool_env
+from tests.conftest import REPO, command_runner, copy_repo, tool_env
 
 
 @pytest.mark.slow
 def test_dvc_repro_whole_dag_then_noop_then_metrics_diff(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     env = tool_env(PYTHONPATH=str(repo))
-
-    def run(*cmd: str) -> str:
-        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        return proc.stdout
+    run = command_runner(repo, env)
 
     apply_profile(REPO / "profiles" / "tiny.yaml", repo / "params.yaml")
     params = yaml.safe_load((repo / "params.yaml").read_text())

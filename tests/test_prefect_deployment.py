@@ -77,6 +77,8 @@ def _make_repo(repo: Path, env: dict) -> None:
     for name in ("mal", "stages", "pipeline"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "prefect.yaml", repo / "prefect.yaml")
+    (repo / "data").mkdir()
+    shutil.copy(ROOT / "data" / "no_user_data.md", repo / "data")  # data.coco.* deps with a built-in set
     (repo / "metrics").mkdir()
     prepare = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]
     stages = {"prepare": prepare, **yaml.safe_load(CHEAP_STAGES)}

@@ -7,7 +7,6 @@ that reads training images, even though the prepared JSONs are unchanged.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import yaml
 from PIL import Image
 
 from mal.common.profiles import apply_profile
-from tests.conftest import REPO, copy_repo, tool_env
+from tests.conftest import REPO, command_runner, copy_repo, tool_env
 
 
 def _ran(output: str) -> set[str]:
@@ -31,11 +30,7 @@ def test_user_boxes_and_images_are_dvc_inputs(tmp_path: Path) -> None:
     build_shapes(user, num_train=4, num_val=2, image_size=96, min_objects=2, max_objects=3, seed=3)
     repo = copy_repo(tmp_path / "repo")
     env = tool_env(PYTHONPATH=str(repo))
-
-    def run(*cmd: str) -> str:
-        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        return proc.stdout
+    run = command_runner(repo, env)
 
     apply_profile(REPO / "profiles" / "tiny.yaml", repo / "params.yaml")
     params = yaml.safe_load((repo / "params.yaml").read_text())

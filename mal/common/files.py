@@ -22,22 +22,22 @@ import numpy as np
 def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it replaces ``path`` (``os.replace``), else it is removed.
 
-    The temp file keeps ``path``'s suffix (writers such as ``cv2.imwrite`` / ``savefig`` pick the format from
-    it) and lives in the same directory, so the rename is atomic. ``mode``: mkstemp creates 0600; outputs
-    are ordinary shared files.
+    The temp file has ``path``'s own name, inside a fresh hidden folder in the same directory: writers that
+    pick the format from the suffix (``cv2.imwrite``, ``savefig``) work, the rename is atomic, and writers
+    that record the file name (``torch.save`` names its archive after it) write the same bytes on every run.
+    ``mode``: the written file's permissions (ordinary shared files).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = tmp_dir / path.name
     try:
         yield tmp
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
+        tmp_dir.rmdir()
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

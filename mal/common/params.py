@@ -46,3 +46,12 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
             f"float: write {fixed}); {len(bad)} such value(s) in all: {', '.join(k for k, _ in bad)}"
         )
     return params
+
+
+def with_defaults(cfg: dict[str, Any] | None, defaults: dict[str, Any], what: str) -> dict[str, Any]:
+    """``{**defaults, **cfg}``; a key of ``cfg`` that ``defaults`` lacks is an error naming ``what``."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(defaults))
+    if unknown:
+        raise ValueError(f"{what}: unknown keys {unknown} (known: {sorted(defaults)})")
+    return {**defaults, **cfg}

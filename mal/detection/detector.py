@@ -1,15 +1,16 @@
-"""Phase 2: Detectron2 Mask R-CNN / Cascade Mask R-CNN trained on (pseudo or human) masks.
+"""Phase 3: Detectron2 Mask R-CNN / Cascade Mask R-CNN trained on (pseudo or human) masks.
 
 The only module of the project that imports detectron2 (installed by ``scripts/install_detectron2.sh``).
 It plugs in through detectron2's own registries: datasets via ``register_coco_instances`` (image_root =
-the JSON's directory, per the data contract), models via model-zoo yaml configs, training via a small
+the split's image folder, ``mal.common.paths.image_roots``), models via model-zoo yaml configs, training via a small
 ``DefaultTrainer`` subclass (resume, periodic checkpoints, ``CommonMetricPrinter`` progress/ETA log),
 multi-GPU via ``detectron2.engine.launch``. Evaluation: :func:`predict` returns COCO result records scored
 by :mod:`mal.detection.coco_eval` (pycocotools, the slow reference implementation, i.e. ``use_fast_impl=False``).
 
 Detectors (:data:`DETECTORS`): the paper profile (``*_FPN_3x``: model-zoo 3x schedule, ImageNet-pretrained
 backbone from ``params.detector.pretrained`` — a path or URL) and the CPU demo profile (``*_R18_demo``:
-ResNet-18 + GroupNorm from scratch at small input size, narrow heads, AdamW; DESIGN §4).
+ResNet-18 + GroupNorm from scratch at small input size, narrow heads, AdamW; measured on the 2-core CPU
+machines, docs/detector.md).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def load_cfg(path: str | Path) -> CfgNode:
 
 
 def _apply_demo(cfg: CfgNode, demo: dict[str, Any]) -> None:
-    """The CPU demo variant: R18 + GN from scratch, small input, narrow heads, AdamW (DESIGN §4)."""
+    """The CPU demo variant: R18 + GN from scratch, small input, narrow heads, AdamW (docs/detector.md)."""
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.BACKBONE.FREEZE_AT = 0
     cfg.MODEL.RESNETS.DEPTH = int(demo["depth"])

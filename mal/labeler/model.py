@@ -1,6 +1,6 @@
 """The Mask Auto-Labeler network (encoder + attention decoder), its checkpoints and input normalisation.
 
-Interface used by the pseudo-label stage (see notes/CONTRACT.md):
+Interface used by the pseudo-label stage (mal/pseudo/label.py) and the benchmarks:
 ``build_labeler(cfg)``, ``MaskLabeler.forward(images, box_areas)``, ``save_checkpoint``, ``load_labeler``,
 ``normalize``, ``IMAGENET_MEAN`` / ``IMAGENET_STD``.
 """
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mal.common.files import atomic_path
+from mal.common.params import with_defaults
 from mal.labeler.decoder import AttentionDecoder
 from mal.labeler.encoder import Encoder
 
@@ -38,11 +39,7 @@ DEFAULT_CFG: dict[str, Any] = {
 
 def resolve_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
     """Fill defaults and validate a model cfg; returns a new plain dict (what checkpoints store)."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(DEFAULT_CFG))
-    if unknown:
-        raise ValueError(f"labeler model cfg: unknown keys {unknown} (known: {sorted(DEFAULT_CFG)})")
-    out = {**DEFAULT_CFG, **cfg}
+    out = with_defaults(cfg, DEFAULT_CFG, "labeler model cfg")
     out["crop_size"] = int(out["crop_size"])
     if out["crop_size"] < 16:
         raise ValueError(f"labeler model cfg: crop_size must be >= 16, got {out['crop_size']}")

@@ -10,21 +10,21 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from mal.common.files import fingerprint
+from mal.common.params import with_defaults
 from mal.labeler.data import BoxCropDataset
+from mal.labeler.distributed import barrier, dist_setup, rng_state, seed_everything, set_rng_state
 from mal.labeler.evaluate import evaluate_labeler
 from mal.labeler.losses import crf_loss, mil_loss, ramp
 from mal.labeler.model import (
@@ -69,75 +69,10 @@ DEFAULT_TRAIN: dict[str, Any] = {
 
 
 def resolve_train_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(DEFAULT_TRAIN))
-    if unknown:
-        raise ValueError(f"labeler train cfg: unknown keys {unknown} (known: {sorted(DEFAULT_TRAIN)})")
-    cfg = {**DEFAULT_TRAIN, **cfg}
+    cfg = with_defaults(cfg, DEFAULT_TRAIN, "labeler train cfg")
     if not 0.0 <= float(cfg["mask_threshold"]) < 1.0:
         raise ValueError(f"labeler train cfg: mask_threshold must be in [0, 1), got {cfg['mask_threshold']}")
     return cfg
-
-
-# ---------------------------------------------------------------- distributed helpers
-def dist_setup() -> tuple[int, int, torch.device]:
-    """Init the process group when launched by torchrun; returns (rank, world_size, device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return rank, world, device
-
-
-def dist_cleanup() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
-# ---------------------------------------------------------------- RNG state (weights_only-safe)
-def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [
-            np_state[0],
-            torch.from_numpy(np_state[1].astype(np.int64)),
-            int(np_state[2]),
-            int(np_state[3]),
-            float(np_state[4]),
-        ],
-        "python": [int(random.getstate()[0]), list(random.getstate()[1]), random.getstate()[2]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
-    p = state["python"]
-    random.setstate((p[0], tuple(p[1]), p[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # ---------------------------------------------------------------- one step
@@ -177,6 +112,147 @@ def train_step(
 
 
 # ---------------------------------------------------------------- the run
+@dataclass
+class _Run:
+    """Everything one training process holds: models, optimiser state, data, schedule."""
+
+    model_cfg: dict[str, Any]
+    cfg: dict[str, Any]
+    rank: int
+    world: int
+    device: torch.device
+    use_amp: bool
+    student: torch.nn.Module
+    teacher: torch.nn.Module
+    ema: EMATeacher
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    train_ds: BoxCropDataset
+    val_ds: BoxCropDataset | None
+    sampler: DistributedSampler
+    per_rank: int
+    drop_last: bool
+    total_steps: int
+    warmup_steps: int
+    seed: int
+    run_id: str
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _setup(model_cfg: dict[str, Any], cfg: dict[str, Any], train_records: list[dict[str, Any]],
+           val_records: list[dict[str, Any]] | None, seed: int) -> _Run:
+    """Process group, models (seeded), optimiser, datasets and the step schedule of one process."""
+    rank, world, device = dist_setup()
+    if cfg["batch_size"] % world:
+        raise ValueError(f"labeler.train.batch_size {cfg['batch_size']} is not divisible by {world} processes")
+    per_rank = cfg["batch_size"] // world
+    if not train_records:
+        raise ValueError("labeler training: no training boxes (check data.min_train_box_* params)")
+    boxes = [(r["ann"]["id"], r["ann"]["bbox"], r["path"]) for r in train_records]
+    # mask_threshold is metadata only: changing it must not discard a resumable run.
+    run_id = fingerprint(model_cfg, {k: v for k, v in cfg.items() if k != "mask_threshold"}, seed, world, boxes)
+    use_amp = bool(cfg["amp"]) and device.type == "cuda"
+
+    seed_everything(seed)
+    student = build_labeler(model_cfg).to(device)
+    teacher = copy.deepcopy(student)
+    crop, mask = model_cfg["crop_size"], model_cfg["mask_size"]
+    train_ds = BoxCropDataset(train_records, crop, mask, train=True, seed=seed, aug=cfg["aug"],
+                              image_cache=cfg["image_cache"])
+    if val_records and 0 < int(cfg["val_max_boxes"]) < len(val_records):  # evenly spaced subset (COCO)
+        keep = np.linspace(0, len(val_records) - 1, int(cfg["val_max_boxes"])).round().astype(int)
+        val_records = [val_records[i] for i in keep]
+    val_ds = BoxCropDataset(val_records, crop, mask, train=False, image_cache=cfg["image_cache"]) if val_records else None
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    drop_last = len(train_ds) // world >= per_rank
+    steps_per_epoch = (len(sampler) // per_rank) if drop_last else -(-len(sampler) // per_rank)
+    return _Run(
+        model_cfg, cfg, rank, world, device, use_amp, student, teacher, EMATeacher(teacher, cfg["ema_momentum"]),
+        build_optimizer(student, cfg["weight_decay"], cfg["betas"]),
+        torch.amp.GradScaler(device.type, enabled=use_amp), train_ds, val_ds, sampler, per_rank, drop_last,
+        total_steps=steps_per_epoch * int(cfg["epochs"]),
+        warmup_steps=int(round(cfg["warmup_epochs"] * steps_per_epoch)), seed=seed, run_id=run_id,
+    )
+
+
+def _resume(run: _Run, state_path: Path) -> int:
+    """Load a matching run state (same cfgs, data, seed, processes) into ``run``; returns the next epoch."""
+    if not state_path.is_file():
+        return 0
+    state = read_checkpoint(state_path, map_location="cpu")
+    if state.get("run_id") != run.run_id:
+        if run.rank == 0:
+            log.info("%s belongs to another run (cfg/data changed): starting fresh", state_path)
+        return 0
+    run.student.load_state_dict(state["student"])
+    run.teacher.load_state_dict(state["teacher"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    run.step, run.history = int(state["step"]), list(state["history"])
+    if run.rank == 0:
+        log.info("resuming %s at epoch %d (step %d)", state_path, int(state["epoch"]), run.step)
+    return int(state["epoch"])
+
+
+def _train_epoch(run: _Run, model: torch.nn.Module, epoch: int, progress: bool) -> dict[str, Any]:
+    """One pass over this process's share of the boxes; returns the epoch's record (means of the losses)."""
+    cfg = run.cfg
+    run.sampler.set_epoch(epoch)
+    run.train_ds.set_epoch(epoch)
+    loader = DataLoader(
+        run.train_ds, batch_size=run.per_rank, sampler=run.sampler, drop_last=run.drop_last,
+        num_workers=int(cfg["num_workers"]), pin_memory=run.device.type == "cuda",
+        generator=torch.Generator().manual_seed(run.seed * 100003 + epoch),
+    )
+    model.train()
+    sums = {"loss": 0.0, "mil": 0.0, "crf": 0.0}
+    t_epoch = time.time()
+    bar = tqdm(loader, desc=f"labeler epoch {epoch + 1}/{cfg['epochs']}",
+               disable=not (progress and run.rank == 0), leave=False)
+    lr = 0.0
+    for batch in bar:
+        lr = lr_at(run.step, cfg["lr_per_sample"] * cfg["batch_size"], run.total_steps, run.warmup_steps,
+                   cfg["min_lr_ratio"])
+        for g in run.optimizer.param_groups:
+            g["lr"] = lr
+        out = train_step(model, run.teacher, batch, run.step, cfg, run.device, run.use_amp)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(out["loss"]).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.ema.update(run.student)
+        run.step += 1
+        for k in sums:
+            sums[k] += float(out[k].detach())
+        bar.set_postfix(loss=f"{float(out['loss'].detach()):.3f}", lr=f"{lr:.2e}")
+    n = max(1, len(loader))
+    return {"epoch": epoch + 1, "step": run.step, "lr": lr, **{f"train_{k}": v / n for k, v in sums.items()},
+            "seconds_per_step": (time.time() - t_epoch) / n}
+
+
+def _save_state(run: _Run, state_path: Path, epoch: int) -> None:
+    """The resumable run state after ``epoch`` epochs (rank 0; rewritten atomically)."""
+    save_checkpoint(state_path, run.student, run.teacher, run.model_cfg, {
+        "epoch": epoch, "step": run.step, "run_id": run.run_id, "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(), "rng": rng_state(), "history": run.history,
+    })
+
+
+def _final_metrics(run: _Run) -> dict[str, Any]:
+    """The stage's metrics: the last epoch's val mIoU and losses, and the run's shape (no wall-clock number)."""
+    final = run.history[-1] if run.history else {}
+    metrics = {k: final[k] for k in ("val_miou", "val_miou_instance", "val_miou_box", "val_boxes") if k in final}
+    metrics.update({
+        "loss": final.get("train_loss"), "loss_mil": final.get("train_mil"), "loss_crf": final.get("train_crf"),
+        "epochs": int(run.cfg["epochs"]), "steps": run.step, "batch_size": run.cfg["batch_size"],
+        "processes": run.world, "val_threshold": run.cfg["val_threshold"],
+        "best_val_miou": max((h["val_miou"] for h in run.history if "val_miou" in h), default=None),
+    })
+    return metrics
+
+
 def train_labeler(
     model_cfg: dict[str, Any],
     train_cfg: dict[str, Any],
@@ -200,186 +276,43 @@ def train_labeler(
     model_cfg, cfg = resolve_cfg(model_cfg), resolve_train_cfg(train_cfg)
     if int(cfg["num_threads"]) > 0:
         torch.set_num_threads(int(cfg["num_threads"]))
-    rank, world, device = dist_setup()
-    use_amp = bool(cfg["amp"]) and device.type == "cuda"
-    if cfg["batch_size"] % world:
-        raise ValueError(
-            f"labeler.train.batch_size {cfg['batch_size']} is not divisible by {world} processes"
-        )
-    per_rank = cfg["batch_size"] // world
-    if not train_records:
-        raise ValueError("labeler training: no training boxes (check data.min_train_box_* params)")
-    boxes = [(r["ann"]["id"], r["ann"]["bbox"], r["path"]) for r in train_records]
-    # mask_threshold is metadata only: changing it must not discard a resumable run.
-    run_id = fingerprint(model_cfg, {k: v for k, v in cfg.items() if k != "mask_threshold"}, seed, world, boxes)
-
-    seed_everything(seed)
-    student = build_labeler(model_cfg).to(device)
-    teacher = copy.deepcopy(student)
-    ema = EMATeacher(teacher, cfg["ema_momentum"])
-    optimizer = build_optimizer(student, cfg["weight_decay"], cfg["betas"])
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-
-    train_ds = BoxCropDataset(
-        train_records,
-        model_cfg["crop_size"],
-        model_cfg["mask_size"],
-        train=True,
-        seed=seed,
-        aug=cfg["aug"],
-        image_cache=cfg["image_cache"],
-    )
-    if val_records and int(cfg["val_max_boxes"]) > 0 and len(val_records) > int(cfg["val_max_boxes"]):
-        keep = np.linspace(0, len(val_records) - 1, int(cfg["val_max_boxes"])).round().astype(int)
-        val_records = [val_records[i] for i in keep]
-    val_ds = (
-        BoxCropDataset(
-            val_records,
-            model_cfg["crop_size"],
-            model_cfg["mask_size"],
-            train=False,
-            image_cache=cfg["image_cache"],
-        )
-        if val_records
-        else None
-    )
-    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    drop_last = len(train_ds) // world >= per_rank
-    steps_per_epoch = (len(sampler) // per_rank) if drop_last else -(-len(sampler) // per_rank)
-    total_steps = steps_per_epoch * int(cfg["epochs"])
-    peak_lr = cfg["lr_per_sample"] * cfg["batch_size"]
-    warmup_steps = int(round(cfg["warmup_epochs"] * steps_per_epoch))
-
-    start_epoch, step, history = 0, 0, []
+    run = _setup(model_cfg, cfg, train_records, val_records, seed)
     state_path = Path(state_path)
-    if resume and state_path.is_file():
-        state = read_checkpoint(state_path, map_location="cpu")
-        if state.get("run_id") == run_id:
-            student.load_state_dict(state["student"])
-            teacher.load_state_dict(state["teacher"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            set_rng_state(state["rng"])
-            start_epoch, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
-            if rank == 0:
-                log.info("resuming %s at epoch %d (step %d)", state_path, start_epoch, step)
-        elif rank == 0:
-            log.info("%s belongs to another run (cfg/data changed): starting fresh", state_path)
-
-    model = student
-    if world > 1:
+    start_epoch = _resume(run, state_path) if resume else 0
+    model = run.student
+    if run.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
-            student, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    live = _open_live(live_dir, history) if rank == 0 and live_dir else None
+            run.student, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    live = _open_live(live_dir, run.history) if run.rank == 0 and live_dir else None
     t_start = time.time()
     for epoch in range(start_epoch, int(cfg["epochs"])):
-        sampler.set_epoch(epoch)
-        train_ds.set_epoch(epoch)
-        loader = DataLoader(
-            train_ds,
-            batch_size=per_rank,
-            sampler=sampler,
-            drop_last=drop_last,
-            num_workers=int(cfg["num_workers"]),
-            pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(seed * 100003 + epoch),
-        )
-        model.train()
-        sums = {"loss": 0.0, "mil": 0.0, "crf": 0.0}
-        t_epoch = time.time()
-        bar = tqdm(
-            loader,
-            desc=f"labeler epoch {epoch + 1}/{cfg['epochs']}",
-            disable=not (progress and rank == 0),
-            leave=False,
-        )
-        for batch in bar:
-            lr = lr_at(step, peak_lr, total_steps, warmup_steps, cfg["min_lr_ratio"])
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            out = train_step(model, teacher, batch, step, cfg, device, use_amp)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(out["loss"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            ema.update(student)
-            step += 1
-            for k in sums:
-                sums[k] += float(out[k].detach())
-            bar.set_postfix(loss=f"{float(out['loss'].detach()):.3f}", lr=f"{lr:.2e}")
-        n = max(1, len(loader))
-        record = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": lr,
-            **{f"train_{k}": v / n for k, v in sums.items()},
-            "seconds_per_step": (time.time() - t_epoch) / n,
-        }
-        if (
-            rank == 0
-            and val_ds is not None
-            and ((epoch + 1) % int(cfg["val_every"]) == 0 or epoch + 1 == cfg["epochs"])
-        ):
-            record.update(evaluate_labeler(student, val_ds, cfg["val_threshold"], max(per_rank, 16), device))
-            student.train()
-        history.append(record)
-        if rank == 0:
+        record = _train_epoch(run, model, epoch, progress)
+        last = epoch + 1 == cfg["epochs"]
+        if run.rank == 0 and run.val_ds is not None and ((epoch + 1) % int(cfg["val_every"]) == 0 or last):
+            record.update(evaluate_labeler(run.student, run.val_ds, cfg["val_threshold"], max(run.per_rank, 16),
+                                           run.device))
+            run.student.train()
+        run.history.append(record)
+        if run.rank == 0:
             log.info("epoch %s", json.dumps(record))
             if live is not None:
                 _log_live(live, record)
-            save_checkpoint(
-                state_path,
-                student,
-                teacher,
-                model_cfg,
-                {
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "run_id": run_id,
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": rng_state(),
-                    "history": history,
-                },
-            )
-        _barrier()
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg["epochs"]:
+            _save_state(run, state_path, epoch + 1)
+        barrier()
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not last:
             return {}
     if live is not None:
         live.end()
-    if rank != 0:
+    if run.rank != 0:
         return {}
-    final = history[-1] if history else {}
-    metrics = {
-        k: final.get(k) for k in ("val_miou", "val_miou_instance", "val_miou_box", "val_boxes") if k in final
-    }
-    metrics.update(
-        {
-            "loss": final.get("train_loss"),
-            "loss_mil": final.get("train_mil"),
-            "loss_crf": final.get("train_crf"),
-            "epochs": int(cfg["epochs"]),
-            "steps": step,
-            "batch_size": cfg["batch_size"],
-            "processes": world,
-            "val_threshold": cfg["val_threshold"],
-            "best_val_miou": max((h["val_miou"] for h in history if "val_miou" in h), default=None),
-        }
-    )
+    metrics = _final_metrics(run)
+    save_checkpoint(out_checkpoint, run.student, run.teacher, model_cfg, {
+        "epoch": int(cfg["epochs"]), "step": run.step, "run_id": run.run_id, "metrics": metrics,
+        "mask_threshold": float(cfg["mask_threshold"]),
+    })
     # Timings are returned apart: the checkpoint and the metrics must be identical on an identical re-run.
-    timings = {
-        "seconds_per_step": final.get("seconds_per_step"),
-        "train_seconds_this_run": round(time.time() - t_start, 1),
-    }
-    save_checkpoint(
-        out_checkpoint,
-        student,
-        teacher,
-        model_cfg,
-        {"epoch": int(cfg["epochs"]), "step": step, "run_id": run_id, "metrics": metrics,
-         "mask_threshold": float(cfg["mask_threshold"])},
-    )
+    timings = {"seconds_per_step": (run.history[-1] if run.history else {}).get("seconds_per_step"),
+               "train_seconds_this_run": round(time.time() - t_start, 1)}
     return {**metrics, "timings": timings}
 
 

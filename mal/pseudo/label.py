@@ -199,6 +199,104 @@ def _with_mask(ann: dict, plan: BoxPlan, rle: dict, source: str, reason: str | N
     return out
 
 
+class _Labelling:
+    """The state of one :func:`label_images` call: what is done, skipped and counted so far, and the model
+    batches waiting for a forward or being pasted."""
+
+    def __init__(self, coco: dict[str, Any], json_path: str | Path, predictor: Predictor | None,
+                 options: LabelOptions) -> None:
+        self.anns, self.json_path, self.predictor, self.options = coco["annotations"], json_path, predictor, options
+        self.images = {im["id"]: im for im in coco["images"]}
+        self.done: dict[int, dict] = {}
+        self.skipped: list[dict[str, Any]] = []
+        self.skipped_images: list[dict[str, Any]] = []
+        self.stats: Counter = Counter()
+        self.pending: list[tuple[int, BoxPlan, np.ndarray, tuple]] = []  # (item idx, plan, crop, window)
+        self.pasting: deque[Future] = deque()  # batches being pasted + RLE-encoded beside the next forward
+        self.model_seconds = 0.0
+        self.items: list[tuple[dict, list[BoxPlan]]] = []
+
+    def skip(self, plan: BoxPlan, reason: str, detail: str) -> None:
+        """Account for a box that gets no mask (an error unless ``allow_skips``)."""
+        a = self.anns[plan.ann_index]
+        if not self.options.allow_skips:
+            raise SkipError(f"{self.json_path}: annotation id={a['id']} (image_id={a['image_id']}): {reason}: {detail}")
+        self.skipped.append({"annotation_id": a["id"], "image_id": a["image_id"], "reason": reason, "detail": detail})
+        self.stats[f"skipped_{reason}"] += 1
+
+    def select(self, plans: dict[int, list[BoxPlan]], ids: list[int]) -> None:
+        """Skip boxes of unknown images and invalid boxes; keep ``(image, plans)`` items for the rest."""
+        for iid in ids:
+            if iid not in self.images:
+                for p in plans[iid]:
+                    self.skip(p, p.reason or "unknown_image_id", f"image_id {iid} is not in 'images'")
+                continue
+            ok = []
+            for p in plans[iid]:
+                if p.action == "skip":
+                    self.skip(p, p.reason or "invalid", f"bbox={self.anns[p.ann_index].get('bbox')!r}")
+                else:
+                    ok.append(p)
+            if ok:
+                self.items.append((self.images[iid], ok))
+
+    def _paste_batch(self, batch: list[tuple[int, BoxPlan, np.ndarray, tuple]], probs: np.ndarray) -> list[dict]:
+        return [_paste_one(self.anns[plan.ann_index], plan, prob, win, self.items[idx][0], self.options)
+                for (idx, plan, _, win), prob in zip(batch, probs, strict=True)]
+
+    def collect(self, keep: int) -> None:
+        """Wait for pasted batches until at most ``keep`` are in flight."""
+        while len(self.pasting) > keep:
+            for a in self.pasting.popleft().result():
+                self.done[a["id"]] = a
+
+    def flush(self, paster: ThreadPoolExecutor) -> None:
+        """Run the labeler on the pending crops; paste them in the background."""
+        if not self.pending:
+            return
+        crops = np.stack([c for _, _, c, _ in self.pending])
+        areas = np.array([p.box[2] * p.box[3] for _, p, _, _ in self.pending], dtype=np.float32)
+        t = time.perf_counter()
+        probs = self.predictor(crops, areas)
+        self.model_seconds += time.perf_counter() - t
+        # cv2/numpy/pycocotools work of this batch overlaps the labeler's forward on the next one (the
+        # forward leaves gaps on the cores between small ops); at most two batches wait, bounding memory
+        self.collect(keep=1)
+        self.pasting.append(paster.submit(self._paste_batch, list(self.pending), probs))
+        self.pending.clear()
+
+    def add_image(self, item: dict[str, Any], paster: ThreadPoolExecutor) -> int:
+        """One loaded image: skip its boxes if it failed to load, else box fallbacks now and model crops
+        queued; returns the number of boxes handled."""
+        im, ps = self.items[item["idx"]]
+        h, w = int(im["height"]), int(im["width"])
+        if item["error"] is not None:
+            reason, detail = item["error"]
+            self.skipped_images.append(
+                {"image_id": im["id"], "file_name": im["file_name"], "reason": reason, "detail": detail})
+            for p in ps:
+                self.skip(p, reason, detail)
+            return len(ps)
+        model_plans = [p for p in ps if p.action == "model"]
+        for p in ps:
+            if p.action == "fallback":
+                self.done[self.anns[p.ann_index]["id"]] = _fallback_ann(self.anns[p.ann_index], p, h, w, p.reason)
+        for p, crop, win in zip(model_plans, item["crops"] if model_plans else [], item["windows"], strict=True):
+            self.pending.append((item["idx"], p, crop, win))
+            if len(self.pending) >= self.options.batch_size:
+                self.flush(paster)
+        return len(ps)
+
+    def count(self) -> None:
+        """Per-source / per-reason counts of the masks written."""
+        for a in self.done.values():
+            self.stats[f"source_{a['mal']['source']}"] += 1
+            if "reason" in a["mal"]:
+                self.stats[f"fallback_{a['mal']['reason']}"] += 1
+            self.stats["clipped"] += int("clipped_from" in a["mal"])
+            self.stats["crowd"] += int(bool(a.get("iscrowd", 0)))
+
+
 def label_images(
     coco: dict[str, Any],
     json_path: str | Path,
@@ -217,124 +315,34 @@ def label_images(
     """
     t0 = time.perf_counter()
     plans = plan_annotations(coco, options.min_box_side) if plans is None else plans
-    images = {im["id"]: im for im in coco["images"]}
     ids = list(plans) if image_ids is None else [i for i in image_ids if i in plans]
-    anns = coco["annotations"]
-    done: dict[int, dict] = {}
-    skipped: list[dict[str, Any]] = []
-    skipped_images: list[dict[str, Any]] = []
-    stats: Counter = Counter()
-
-    def skip(plan: BoxPlan, reason: str, detail: str) -> None:
-        a = anns[plan.ann_index]
-        if not options.allow_skips:
-            raise SkipError(
-                f"{json_path}: annotation id={a['id']} (image_id={a['image_id']}): {reason}: {detail}"
-            )
-        skipped.append(
-            {"annotation_id": a["id"], "image_id": a["image_id"], "reason": reason, "detail": detail}
-        )
-        stats[f"skipped_{reason}"] += 1
-
-    items = []
-    for iid in ids:
-        if iid not in images:
-            for p in plans[iid]:
-                skip(p, p.reason or "unknown_image_id", f"image_id {iid} is not in 'images'")
-            continue
-        ok = []
-        for p in plans[iid]:
-            if p.action == "skip":
-                skip(p, p.reason or "invalid", f"bbox={anns[p.ann_index].get('bbox')!r}")
-            else:
-                ok.append(p)
-        if ok:
-            items.append((images[iid], ok))
-    n_model = sum(p.action == "model" for _, ps in items for p in ps)
+    run = _Labelling(coco, json_path, predictor, options)
+    run.select(plans, ids)
+    n_model = sum(p.action == "model" for _, ps in run.items for p in ps)
     if n_model and predictor is None:
         raise ValueError("label_images: boxes need the labeler but no predictor was given")
     crop_size = predictor.crop_size if predictor is not None else 0
-    ds = _ImageCrops(
-        items, Path(json_path), Path(image_root) if image_root else None, crop_size, options.expand
-    )
+    ds = _ImageCrops(run.items, Path(json_path), Path(image_root) if image_root else None, crop_size, options.expand)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=None, shuffle=False, num_workers=options.num_workers, collate_fn=_first
     )
-    pending: list[tuple[int, BoxPlan, np.ndarray, tuple]] = []  # (item idx, plan, crop, window)
-    pasting: deque[Future] = deque()  # batches being pasted + RLE-encoded beside the next forward
-    model_seconds = 0.0
-
-    def paste_batch(batch: list[tuple[int, BoxPlan, np.ndarray, tuple]], probs: np.ndarray) -> list[dict]:
-        return [
-            _paste_one(anns[plan.ann_index], plan, prob, win, items[idx][0], options)
-            for (idx, plan, _, win), prob in zip(batch, probs, strict=True)
-        ]
-
-    def collect(keep: int) -> None:
-        while len(pasting) > keep:
-            for a in pasting.popleft().result():
-                done[a["id"]] = a
-
-    def flush() -> None:
-        nonlocal model_seconds
-        if not pending:
-            return
-        crops = np.stack([c for _, _, c, _ in pending])
-        areas = np.array([p.box[2] * p.box[3] for _, p, _, _ in pending], dtype=np.float32)
-        t = time.perf_counter()
-        probs = predictor(crops, areas)
-        model_seconds += time.perf_counter() - t
-        # cv2/numpy/pycocotools work of this batch overlaps the labeler's forward on the next one (the
-        # forward leaves gaps on the cores between small ops); at most two batches wait, bounding memory
-        collect(keep=1)
-        pasting.append(paster.submit(paste_batch, list(pending), probs))
-        pending.clear()
-
-    bar = tqdm(
-        total=sum(len(ps) for _, ps in items),
-        desc="pseudo-labels",
-        unit="box",
-        disable=not options.show_progress,
-    )
+    bar = tqdm(total=sum(len(ps) for _, ps in run.items), desc="pseudo-labels", unit="box",
+               disable=not options.show_progress)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mal-paste") as paster:
         for item in loader:
-            im, ps = items[item["idx"]]
-            h, w = int(im["height"]), int(im["width"])
-            if item["error"] is not None:
-                reason, detail = item["error"]
-                skipped_images.append(
-                    {"image_id": im["id"], "file_name": im["file_name"], "reason": reason, "detail": detail}
-                )
-                for p in ps:
-                    skip(p, reason, detail)
-                bar.update(len(ps))
-                continue
-            model_plans = [p for p in ps if p.action == "model"]
-            for p in ps:
-                if p.action == "fallback":
-                    done[anns[p.ann_index]["id"]] = _fallback_ann(anns[p.ann_index], p, h, w, p.reason)
-            for p, crop, win in zip(
-                model_plans, item["crops"] if model_plans else [], item["windows"], strict=True
-            ):
-                pending.append((item["idx"], p, crop, win))
-                if len(pending) >= options.batch_size:
-                    flush()
-            bar.update(len(ps))
-        flush()
-        collect(keep=0)
+            bar.update(run.add_image(item, paster))
+        run.flush(paster)
+        run.collect(keep=0)
     bar.close()
-    for a in done.values():
-        stats[f"source_{a['mal']['source']}"] += 1
-        if "reason" in a["mal"]:
-            stats[f"fallback_{a['mal']['reason']}"] += 1
-        stats["clipped"] += int("clipped_from" in a["mal"])
-        stats["crowd"] += int(bool(a.get("iscrowd", 0)))
+    run.count()
+    stats = run.stats
     stats["boxes_in"] = sum(len(plans[i]) for i in ids)
-    stats["masks_out"] = len(done)
+    stats["masks_out"] = len(run.done)
     stats["model_boxes"] = n_model
-    stats["model_seconds"] = model_seconds
+    stats["model_seconds"] = run.model_seconds
     stats["seconds"] = time.perf_counter() - t0
-    return {"annotations": done, "skipped": skipped, "skipped_images": skipped_images, "stats": dict(stats)}
+    return {"annotations": run.done, "skipped": run.skipped, "skipped_images": run.skipped_images,
+            "stats": dict(stats)}
 
 
 def _paste_one(ann: dict, plan: BoxPlan, prob: np.ndarray, window: tuple, im: dict, options: LabelOptions):
