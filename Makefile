@@ -21,6 +21,7 @@ repro: install
 	dvc repro
 
 test: install
+	bash scripts/install_browser.sh   # Debian's chromium + chromedriver for the review page's browser test
 	$(PY) -m ruff check mal stages pipeline tests scripts benchmarks
 	$(PY) -m pytest -q tests
 

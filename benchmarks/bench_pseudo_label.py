@@ -5,7 +5,8 @@
 
 Prints
 - labelling boxes/s: the whole path (read image, crop, normalise, labeler forward, sigmoid x box,
-  paste, threshold, RLE) as run by ``mal.pseudo.label.label_images``;
+  paste, threshold, RLE, the mask's confidence ``score``: always on) as run by
+  ``mal.pseudo.label.label_images``;
 - bare-encoder boxes/s: only ``model.encoder(normalize(crops))`` on the same crops in the same batches;
 - the ratio (target >= 0.8) and, for reference, the full labeler forward (encoder + decoder) alone.
 

@@ -3,7 +3,8 @@
     python stages/mask_quality.py --labeler vit_tiny [--params params.yaml]
 
 Reads params ``mask_quality`` (paths may contain ``{labeler}``): ``pseudo_json`` vs ``gt_json`` ->
-``metrics`` (miou, miou_instance, miou_small/medium/large, per_class, baselines{box, grabcut}) and
+``metrics`` (miou, miou_instance, miou_small/medium/large, per_class, baselines{box, grabcut}, and
+``confidence``: how the pseudo-labels' ``score`` ranks masks by IoU, when they carry one) and
 ``overlay_dir`` (GT outlines green, pseudo-masks red, ``num_overlays`` images).
 """
 
@@ -51,9 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     result["labeler"] = args.labeler
     write_json_atomic(paths["metrics"], result, indent=2)
     base = {k: round(v["miou"], 4) for k, v in result["baselines"].items() if v["miou"] is not None}
+    conf = result.get("confidence")
+    ranking = "" if conf is None else (
+        f"; confidence: spearman {conf['spearman']}, bad masks in lowest {conf['lowest_fraction']:.0%} "
+        f"x{conf['ratio_vs_chance']} chance")
     print(
         f"mask quality {args.labeler}: miou {result['miou']:.4f} (instance {result['miou_instance']:.4f}); "
-        f"baselines {base}"
+        f"baselines {base}{ranking}"
     )
     return 0
 

@@ -13,6 +13,7 @@ import yaml
 
 from mal.common.masks import box_rle, encode_mask
 from mal.common.miou import summarize
+from mal.pseudo.confidence import ranking_metrics
 from mal.pseudo.quality import evaluate_masks, grabcut_mask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +77,39 @@ def test_crowd_and_missing_segmentation_not_evaluated_and_missing_pred_is_error(
         evaluate_masks(gt, gt, baselines=("grabcut",), show_progress=False)
 
 
+def test_ranking_metrics_on_a_known_ranking() -> None:
+    ious = [0.1, 0.5, 0.6, 0.65, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99]  # 4 bad (< 0.7; 0.7 itself is not)
+    scores = [0.1 * (i + 1) for i in range(10)]  # ranks exactly like the IoU
+    r = ranking_metrics(scores, ious)
+    assert r["spearman"] == pytest.approx(1.0) and r["num"] == 10
+    assert r["bad_iou"] == 0.7 and r["lowest_fraction"] == 0.2
+    assert r["bad_share"] == pytest.approx(0.4) and r["bad_share_in_lowest"] == pytest.approx(1.0)
+    assert r["ratio_vs_chance"] == pytest.approx(2.5)
+    rev = ranking_metrics(scores[::-1], ious)  # the best masks scored lowest
+    assert rev["spearman"] == pytest.approx(-1.0) and rev["bad_share_in_lowest"] == 0.0
+    assert rev["ratio_vs_chance"] == 0.0
+    # 3 lowest of 11 (ceil 2.2): a good mask scored lowest + 2 bad; constant scores rank nothing; no bad mask: no ratio
+    assert ranking_metrics(scores + [0.0], ious + [1.0])["bad_share_in_lowest"] == pytest.approx(2 / 3)
+    assert ranking_metrics([0.5] * 10, ious)["spearman"] is None
+    assert ranking_metrics(scores, [0.9] * 10)["ratio_vs_chance"] is None
+
+
+def test_confidence_ranking_reported_only_for_scored_pseudo_labels(shapes_dir: Path) -> None:
+    gt = json.loads((shapes_dir / "train_gt.json").read_text())
+    assert "confidence" not in evaluate_masks(gt, gt, baselines=(), show_progress=False)
+    pred = copy.deepcopy(gt)
+    ims = {im["id"]: im for im in gt["images"]}
+    for i, a in enumerate(pred["annotations"]):  # every other mask empty (IoU 0) and scored low
+        if i % 2:
+            im = ims[a["image_id"]]
+            a["segmentation"] = encode_mask(np.zeros((im["height"], im["width"]), np.uint8))
+        a["score"] = 0.1 if i % 2 else 0.9
+    conf = evaluate_masks(pred, gt, baselines=(), show_progress=False)["confidence"]
+    n = len(gt["annotations"])
+    assert conf["num"] == n and conf["spearman"] == pytest.approx(1.0)
+    assert conf["bad_share"] == pytest.approx((n // 2) / n) and conf["bad_share_in_lowest"] == 1.0
+
+
 def test_grabcut_finds_a_disc_and_falls_back_on_flat_images() -> None:
     img = np.full((64, 64, 3), 30, np.uint8)
     yy, xx = np.mgrid[:64, :64]
@@ -97,7 +131,10 @@ def test_grabcut_finds_a_disc_and_falls_back_on_flat_images() -> None:
 def test_mask_quality_stage(shapes_dir: Path, tmp_path: Path) -> None:
     gt = json.loads((shapes_dir / "train_gt.json").read_text())
     pred = _boxes_as_pred(gt)
+    for b in pred["annotations"]:
+        b["score"] = 1.0
     a = pred["annotations"][0]
+    a["score"] = 0.0  # the empty mask, scored lowest
     a["segmentation"] = encode_mask(np.zeros((gt["images"][0]["height"], gt["images"][0]["width"]), np.uint8))
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "pseudo.json").write_text(json.dumps(pred))
@@ -122,4 +159,5 @@ def test_mask_quality_stage(shapes_dir: Path, tmp_path: Path) -> None:
     for key in ("miou", "miou_instance", "miou_small", "miou_medium", "miou_large", "per_class", "baselines"):
         assert key in m
     assert m["miou"] < m["baselines"]["box"]["miou"]  # one empty mask pulls the box-shaped prediction down
+    assert m["confidence"]["num"] == len(pred["annotations"]) and m["confidence"]["spearman"] > 0
     assert len(list((tmp_path / "ov" / "x").glob("*.png"))) == 1

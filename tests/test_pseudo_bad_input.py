@@ -76,7 +76,7 @@ def test_box_geometry_cases_are_kept_and_flagged(tmp_path: Path) -> None:
         ann(6, 1, [-4, -4, 10, 10], iscrowd=1),  # crowd, partly outside
     ]
     report, res, out = _run(tmp_path, [im], anns)
-    assert out[1]["mal"] == {"source": "labeler"}
+    assert out[1]["mal"] == {"source": "labeler", "score": 1.0}
     assert out[2]["mal"]["reason"] == "zero_size" and out[2]["area"] == 0
     assert out[3]["mal"]["source"] == "labeler" and out[3]["mal"]["clipped_from"] == [30, 20, 25, 25]
     assert out[3]["bbox"] == [30.0, 20.0, 10.0, 10.0]
@@ -87,6 +87,7 @@ def test_box_geometry_cases_are_kept_and_flagged(tmp_path: Path) -> None:
     assert out[5]["segmentation"] == box_rle([3, 3, 1.5, 8], 30, 40) and out[5]["area"] == 16
     assert out[6]["iscrowd"] == 1 and out[6]["mal"]["source"] == "labeler"
     assert report["box_fallback_by_reason"] == {"outside_image": 1, "too_small": 1, "zero_size": 1}
+    assert [out[i]["score"] for i in (2, 4, 5)] == [0.0] * 3 == [out[i]["mal"]["score"] for i in (2, 4, 5)]
     assert report["clipped_boxes"] == 3 and report["crowd_boxes"] == 1 and report["skipped"] == 0
 
 
@@ -137,7 +138,7 @@ def test_image_modes(tmp_path: Path, mode: str) -> None:
     arr[8:20, 10:30] = 200
     im = save_image(tmp_path, 1, arr, mode=mode)
     report, _, out = _run(tmp_path, [im], [ann(1, 1, [8, 6, 24, 16])])
-    assert out[1]["mal"] == {"source": "labeler"} and out[1]["area"] > 200
+    assert out[1]["mal"] == {"source": "labeler", "score": 1.0} and out[1]["area"] > 200
 
 
 def test_very_large_image_labels_only_the_box_region(tmp_path: Path) -> None:
@@ -153,5 +154,5 @@ def test_very_large_image_labels_only_the_box_region(tmp_path: Path) -> None:
 def test_zero_predictions_fall_back_to_box_masks(tmp_path: Path) -> None:
     im = save_image(tmp_path, 1)
     report, _, out = _run(tmp_path, [im], [ann(1, 1, [4, 4, 10, 10])], value=0.0)
-    assert out[1]["mal"] == {"source": "box_fallback", "reason": "empty_prediction"} and out[1]["area"] == 100
+    assert out[1]["mal"] == {"source": "box_fallback", "reason": "empty_prediction", "score": 0.0} and out[1]["area"] == 100
     assert report["box_fallback_by_reason"] == {"empty_prediction": 1}

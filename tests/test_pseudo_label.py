@@ -81,13 +81,14 @@ def test_constant_predictions_give_box_masks_or_flagged_fallbacks(tmp_path: Path
     res = label_images(coco, path, ones, LabelOptions(threshold=0.5, **QUIET))
     for a in anns:
         got = res["annotations"][a["id"]]
-        assert got["mal"] == {"source": "labeler"}
+        assert got["mal"] == {"source": "labeler", "score": 1.0} and got["score"] == 1.0  # every pixel decided
         assert rle_iou(got["segmentation"], box_rle(a["bbox"], 40, 50)) > 0.9
     zeros = ConstPredictor(0.0)
     res = label_images(coco, path, zeros, LabelOptions(threshold=0.5, **QUIET))
     for a in anns:
         got = res["annotations"][a["id"]]
-        assert got["mal"] == {"source": "box_fallback", "reason": "empty_prediction"}
+        assert got["mal"] == {"source": "box_fallback", "reason": "empty_prediction", "score": 0.0}
+        assert got["score"] == 0.0  # fallbacks rank lowest
         assert got["segmentation"] == box_rle(a["bbox"], 40, 50) and got["area"] == rle_area(
             got["segmentation"]
         )

@@ -65,6 +65,23 @@ def test_completed_shards_are_skipped_and_stale_ones_rerun(tmp_path: Path) -> No
         _label(path, ckpt, None, shard_index=2, **kw)
 
 
+def test_a_labelling_code_change_makes_shards_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mal.pseudo import shards
+
+    path, ckpt = _setup(tmp_path)
+    kw = {"num_shards": 2, "shard_dir": tmp_path / "shards"}
+    code = tmp_path / "label.py"
+    code.write_text("v1")
+    monkeypatch.setattr(shards, "labelling_sources", lambda: [code])
+    assert _label(path, ckpt, tmp_path / "o.json", **kw)[0]["shards_run"] == 2
+    assert _label(path, ckpt, tmp_path / "o.json", **kw)[0]["shards_run"] == 0
+    code.write_text("v2")  # e.g. a new output field: old shards must not be merged
+    assert _label(path, ckpt, tmp_path / "o.json", **kw)[0]["shards_run"] == 2
+    monkeypatch.undo()
+    assert {"mal.pseudo.label", "mal.pseudo.confidence"} <= set(shards.LABELLING_MODULES)
+    assert all(f.is_file() for f in shards.labelling_sources())
+
+
 def test_merge_detects_missing_and_duplicated_annotations(tmp_path: Path) -> None:
     path, _ = _setup(tmp_path)
     coco = json.loads(path.read_text())

@@ -36,7 +36,7 @@ def _imported_modules(root: Path, rel: Path) -> set[str]:
     tree = ast.parse((root / rel).read_text(), filename=str(rel))
     package = _module_name(rel) if rel.name == "__init__.py" else _module_name(rel).rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _walk(tree, skip_lazy=rel.name == "__init__.py"):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -48,6 +48,14 @@ def _imported_modules(root: Path, rel: Path) -> set[str]:
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names if _module_file(root, f"{base}.{a.name}"))
     return {m for m in found if m == PACKAGE or m.startswith(PACKAGE + ".")}
+
+
+def _walk(tree: ast.Module, skip_lazy: bool) -> list[ast.AST]:
+    """``ast.walk(tree)``, leaving out a package's module-level ``__getattr__`` when ``skip_lazy``: its
+    imports (lazy attributes) run only when the attribute is used, never when a stage imports a submodule."""
+    lazy = [n for n in tree.body if skip_lazy and isinstance(n, ast.FunctionDef) and n.name == "__getattr__"]
+    skip = {id(n) for root in lazy for n in ast.walk(root)}
+    return [n for n in ast.walk(tree) if id(n) not in skip]
 
 
 def _with_parents(module: str) -> list[str]:
@@ -98,11 +106,13 @@ def test_every_stage_depends_on_the_code_it_runs():
 
 
 def test_import_resolution_sees_nested_submodule_and_function_imports(tmp_path):
-    """The resolver itself: ``from pkg import submodule``, imports inside functions, relative imports."""
+    """The resolver itself: ``from pkg import submodule``, imports inside functions, relative imports;
+    not the imports of a package's lazy ``__getattr__``."""
     (tmp_path / "mal" / "a").mkdir(parents=True)
     (tmp_path / "stages").mkdir()
     for f, text in {
-        "mal/__init__.py": "",
+        "mal/__init__.py": "def __getattr__(name):\n    from mal import lazy\n",
+        "mal/lazy.py": "",
         "mal/a/__init__.py": "",
         "mal/a/b.py": "from . import c\n",
         "mal/a/c.py": "def f():\n    from ..d import g\n",

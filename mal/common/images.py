@@ -66,13 +66,37 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            im = apply_exif_orientation(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = np.asarray(im, dtype=np.float64)
-                lo, hi = float(arr.min()), float(arr.max())
-                arr = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
-                gray = arr.round().astype(np.uint8)
-                return np.repeat(gray[:, :, None], 3, axis=2)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            return pil_to_rgb(apply_exif_orientation(im))
     except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for truncated/unknown files
         raise ValueError(f"{path}: image does not decode ({e})") from e
+
+
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """A decoded PIL image (any mode) -> ``H x W x 3`` uint8 RGB, converted as :func:`read_image` describes."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
+        gray = arr.round().astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def as_rgb(image: np.ndarray | Image.Image) -> np.ndarray:
+    """An in-memory image -> ``H x W x 3`` uint8 RGB, the frame and conversion of :func:`read_image`.
+
+    ``H x W x 3`` uint8 arrays are taken as RGB unchanged; other arrays (gray ``H x W``, ``H x W x 4``,
+    16-bit or float gray) and PIL images go through :func:`pil_to_rgb`; a PIL image's EXIF orientation
+    is applied, as for a file. Raises ``ValueError`` for arrays PIL cannot interpret.
+    """
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(apply_exif_orientation(image))
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    try:
+        return pil_to_rgb(Image.fromarray(arr))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"image must be H x W x 3 uint8 RGB, gray or RGBA, got {arr.dtype} {arr.shape}") from e

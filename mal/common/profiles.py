@@ -57,9 +57,11 @@ def apply_profile(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mal profile", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m mal profile", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("profile", help="profile name (profiles/NAME.yaml) or path to an overrides file")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default="params.yaml", help="params file the profile is merged into")
     args = parser.parse_args(argv)
     apply_profile(args.profile, args.params)
     print(f"{args.params}: applied profile {args.profile}")

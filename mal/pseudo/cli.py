@@ -10,6 +10,11 @@ Every input annotation either comes out with a mask (``segmentation`` RLE, ``are
 prints both and checks ``boxes in == masks out + skipped``.
 Scale-out: run ``--num-shards N --shard-index i --shard-dir D`` on N workers, then the same command
 without ``--shard-index`` (add ``--merge-only`` to refuse labelling missing shards) to merge.
+
+Other formats: ``--out`` is always COCO with RLE masks (the lossless source that merges, overlays and
+re-exports read); ``--format coco-poly|yolo-seg|labelstudio|cvat`` also writes that format to
+``<export-dir>/<out stem><suffix>`` (.poly.json, _yolo/, .labelstudio.json, .cvat.xml; export-dir defaults to
+the folder of --out). ``python -m mal export`` converts an existing file the same way.
 """
 
 from __future__ import annotations
@@ -22,24 +27,30 @@ from typing import Any
 from mal.common.files import save_png_atomic, write_json_atomic
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keeps the docstring's layout and appends each option's default; a None or "" default is left to the
+    help text, which says what happens then."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default in (None, "") else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m mal label",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    from mal.pseudo.export import add_export_options
+
+    p = argparse.ArgumentParser(prog="python -m mal label", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="labeler checkpoint.pt (from stage train_labeler)")
-    p.add_argument(
-        "--boxes", required=True, help="COCO JSON with images + annotations (bbox); masks optional"
-    )
+    p.add_argument("--boxes", required=True, help="COCO JSON with images + annotations (bbox); masks optional")
     p.add_argument(
         "--images",
         default=None,
         help="directory the image file_names are relative to (default: the boxes file's directory)",
     )
-    p.add_argument("--out", help="output COCO JSON with masks (required unless --shard-index)")
-    p.add_argument("--visualize", default=None, metavar="DIR", help="write overlay PNGs of a few images here")
-    p.add_argument("--num-visualize", type=int, default=8, help="how many images to visualise (default 8)")
+    p.add_argument("--out", help="output COCO JSON with RLE masks (required unless --shard-index)")
+    p.add_argument(
+        "--visualize", default=None, metavar="DIR", help="write overlay PNGs of a few images here (default: none)"
+    )
+    p.add_argument("--num-visualize", type=int, default=8, help="how many images to visualise")
     p.add_argument(
         "--threshold",
         type=float,
@@ -47,19 +58,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="mask threshold on the probability (default: the one the checkpoint records, as the pipeline "
         "labels with; 0.5 for checkpoints that record none)",
     )
-    p.add_argument("--which", choices=["student", "teacher", "average"], default="student")
+    p.add_argument(
+        "--which", choices=["student", "teacher", "average"], default="student", help="which labeler weights predict"
+    )
     p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped prediction")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="box crops per forward pass")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers reading images")
     p.add_argument("--min-box-side", type=float, default=2.0, help="smaller boxes get the box mask (px)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--num-shards", type=int, default=1)
-    p.add_argument("--shard-index", type=int, default=None, help="label only this shard (needs --shard-dir)")
-    p.add_argument("--shard-dir", default=None, help="where shard files + done markers live")
+    p.add_argument("--num-shards", type=int, default=1, help="split the images into this many shards")
+    p.add_argument(
+        "--shard-index", type=int, default=None, help="label only this shard (needs --shard-dir); default: all, then merge"
+    )
+    p.add_argument(
+        "--shard-dir",
+        default=None,
+        help="where shard files + done markers live (default: none; then shards are neither kept nor reused)",
+    )
     p.add_argument("--merge-only", action="store_true", help="merge finished shards; never label")
     p.add_argument("--strict", action="store_true", help="fail on the first box that would be skipped")
-    p.add_argument("--skipped-report", default=None, help="default: <out>.skipped.json")
+    p.add_argument("--skipped-report", default=None, help="skipped boxes and images (default: <out>.skipped.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_export_options(p)
+    p.add_argument("--export-dir", default=None, help="folder for the --format export (default: the folder of --out)")
     return p
 
 
@@ -186,6 +207,23 @@ def main(argv: list[str] | None = None) -> int:
             out_coco, load_boxes(args.boxes), image_root, Path(args.visualize), args.num_visualize
         )
         print(f"overlays: {len(written)} PNGs in {args.visualize} (green: input masks, red: pseudo-masks)")
+    if args.format != "coco-rle":
+        return write_export(args)
+    return 0
+
+
+def write_export(args: argparse.Namespace) -> int:
+    """The --format export of the COCO RLE file just written (which stays, as the source)."""
+    from mal.common.coco_io import read_coco_json
+    from mal.pseudo.export import default_export_path, export, options_from_args
+
+    try:
+        path = default_export_path(args.format, args.out, args.export_dir)
+        rep = export(read_coco_json(args.out), args.format, path, options_from_args(args))
+    except ValueError as e:
+        print(f"error: export {args.format}: {e}", file=sys.stderr)
+        return 2
+    print(f"export {rep.line()}")
     return 0
 
 

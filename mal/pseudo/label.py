@@ -7,7 +7,9 @@ float map) -> restricted to the pixels the box touches -> threshold -> COCO RLE 
 
 Guarantees (see docs/pseudo_labels.md): every input annotation comes out, either with a mask or in the
 ``skipped`` list with a reason. Each output annotation carries ``"mal": {"source": "labeler" |
-"box_fallback", "reason": ...}``; ``area`` is the mask area; crowd boxes keep ``iscrowd``.
+"box_fallback", "reason": ..., "score": ...}``; ``area`` is the mask area; crowd boxes keep ``iscrowd``.
+``score`` (also top-level, where COCO results and Label Studio read it) is the mask's confidence in [0, 1]
+(:mod:`mal.pseudo.confidence`); box fallbacks score 0.0, the least trustworthy masks.
 
 Sharding and merging live in :mod:`mal.pseudo.shards`.
 """
@@ -29,6 +31,7 @@ from mal.common.images import image_path, image_size, read_image
 from mal.common.masks import box_rle, empty_rle, paste_in_box, rle_area, rle_from_region
 from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed
 from mal.pseudo.boxes import BoxPlan, load_boxes, plan_annotations
+from mal.pseudo.confidence import mask_confidence
 
 __all__ = [
     "BoxPlan",
@@ -128,10 +131,15 @@ class _ImageCrops(torch.utils.data.Dataset):
             )
             return out
         if model:
-            windows = [expand_box_fixed(p.box, self.expand) for p in model]
-            out["crops"] = np.stack([crop_and_resize(image, win, self.crop_size) for win in windows])
-            out["windows"] = windows
+            out["crops"], out["windows"] = crop_boxes(image, model, self.expand, self.crop_size)
         return out
+
+
+def crop_boxes(image: np.ndarray, plans: list[BoxPlan], expand: float, crop_size: int) -> tuple[np.ndarray, list]:
+    """The labeler's inputs for ``plans`` on ``image`` (``H x W x 3`` uint8): ``(crops N x S x S x 3 uint8,
+    windows [(x0, y0, x1, y1)] of the fixed ``expand`` context)``."""
+    windows = [expand_box_fixed(p.box, expand) for p in plans]
+    return np.stack([crop_and_resize(image, win, crop_size) for win in windows]), windows
 
 
 def _first(batch: Any) -> Any:
@@ -181,13 +189,15 @@ class Predictor:
 
 def _fallback_ann(ann: dict, plan: BoxPlan, h: int, w: int, reason: str) -> dict[str, Any]:
     rle = empty_rle(h, w) if reason in ("zero_size", "outside_image") else box_rle(plan.box, h, w)
-    return _with_mask(ann, plan, rle, "box_fallback", reason)
+    return _with_mask(ann, plan, rle, "box_fallback", reason, score=0.0)  # no prediction to trust
 
 
-def _with_mask(ann: dict, plan: BoxPlan, rle: dict, source: str, reason: str | None, area: int | None = None):
+def _with_mask(ann: dict, plan: BoxPlan, rle: dict, source: str, reason: str | None, area: int | None = None,
+               score: float = 0.0) -> dict[str, Any]:
     out = dict(ann)
     out["segmentation"] = rle
     out["area"] = float(rle_area(rle) if area is None else area)
+    out["score"] = score
     if plan.clipped:
         out["bbox"] = [float(v) for v in plan.box]
     info: dict[str, Any] = {"source": source}
@@ -195,6 +205,7 @@ def _with_mask(ann: dict, plan: BoxPlan, rle: dict, source: str, reason: str | N
         info["reason"] = reason
     if plan.clipped:
         info["clipped_from"] = [float(v) for v in ann["bbox"]]
+    info["score"] = score
     out["mal"] = info
     return out
 
@@ -287,6 +298,18 @@ class _Labelling:
                 self.flush(paster)
         return len(ps)
 
+    def label(self, items: Any) -> None:
+        """Label the loaded images ``items`` (dicts as :class:`_ImageCrops` yields them); results in
+        ``self.done``. Shared by :func:`label_images` and the in-memory :class:`mal.pseudo.api.Labeler`."""
+        bar = tqdm(total=sum(len(ps) for _, ps in self.items), desc="pseudo-labels", unit="box",
+                   disable=not self.options.show_progress)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mal-paste") as paster:
+            for item in items:
+                bar.update(self.add_image(item, paster))
+            self.flush(paster)
+            self.collect(keep=0)
+        bar.close()
+
     def count(self) -> None:
         """Per-source / per-reason counts of the masks written."""
         for a in self.done.values():
@@ -326,14 +349,7 @@ def label_images(
     loader = torch.utils.data.DataLoader(
         ds, batch_size=None, shuffle=False, num_workers=options.num_workers, collate_fn=_first
     )
-    bar = tqdm(total=sum(len(ps) for _, ps in run.items), desc="pseudo-labels", unit="box",
-               disable=not options.show_progress)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mal-paste") as paster:
-        for item in loader:
-            bar.update(run.add_image(item, paster))
-        run.flush(paster)
-        run.collect(keep=0)
-    bar.close()
+    run.label(loader)
     run.count()
     stats = run.stats
     stats["boxes_in"] = sum(len(plans[i]) for i in ids)
@@ -346,13 +362,15 @@ def label_images(
 
 
 def _paste_one(ann: dict, plan: BoxPlan, prob: np.ndarray, window: tuple, im: dict, options: LabelOptions):
-    """Crop-level probability ``M x M`` -> thresholded full-image RLE (box fallback when empty)."""
+    """Crop-level probability ``M x M`` -> thresholded full-image RLE (box fallback when empty) + its
+    confidence from the same in-box probabilities (``M^2`` floats: negligible next to the paste)."""
     h, w = int(im["height"]), int(im["width"])
     m = prob.shape[-1]
-    prob = prob * box_mask_in_crop(plan.box, window, m)
+    inbox = box_mask_in_crop(plan.box, window, m)
+    prob = prob * inbox
     mask, region = paste_in_box(prob, window, plan.box, w, h, options.threshold)
     area = int(mask.sum())
     if area == 0:
         return _fallback_ann(ann, plan, h, w, "empty_prediction")
     rle = rle_from_region(mask, region, h, w)
-    return _with_mask(ann, plan, rle, "labeler", None, area)
+    return _with_mask(ann, plan, rle, "labeler", None, area, mask_confidence(prob, inbox, options.threshold))

@@ -8,6 +8,10 @@ id. Metrics (one dict per method, computed by the same code for the labeler and 
 - ``miou_small/medium/large``: instance mIoU by GT mask area (< 32², < 96², >= 96²; ``None`` if empty);
 - ``per_class``: ``{name: {"miou": .., "count": ..}}``.
 
+When the pseudo-labels carry a ``score`` (the labeller's confidence), ``confidence`` says how well it ranks
+the evaluated masks by their IoU (:func:`mal.pseudo.confidence.ranking_metrics`: Spearman, and the share of
+bad masks, IoU < 0.7, among the lowest-scored 20 % against chance).
+
 Crowd GT annotations and GT annotations without a segmentation are not evaluated (counted).
 Baselines: the GT box as mask, and OpenCV GrabCut initialised from the box (on a 1.3x context window;
 failures or empty results fall back to the box mask and are counted).
@@ -28,6 +32,7 @@ from mal.common.files import save_png_atomic
 from mal.common.images import image_path, read_image
 from mal.common.masks import box_rle, decode_segmentation, rle_from_region, segmentation_to_rle
 from mal.common.miou import iou_record, summarize
+from mal.pseudo.confidence import ranking_metrics
 
 
 def grabcut_mask(
@@ -130,6 +135,7 @@ def evaluate_masks(
         )
 
     records: dict[str, list[dict[str, Any]]] = {"labeler": [], **{b: [] for b in baselines}}
+    scored: list[tuple[float, float]] = []  # (score, IoU) of the evaluated masks that carry a score
     not_evaluated: dict[str, int] = defaultdict(int)
     grabcut_fallbacks = 0
     overlays_written = []
@@ -162,6 +168,8 @@ def evaluate_masks(
                 p_ann.get("segmentation"), h, w, f"{pred_name}: annotation id={a['id']} field 'segmentation'"
             )
             records["labeler"].append(iou_record(p, g, a))
+            if p_ann.get("score") is not None:
+                scored.append((float(p_ann["score"]), records["labeler"][-1]["iou"]))
             if "box" in baselines:
                 records["box"].append(iou_record(box_rle(a["bbox"], h, w), g, a))
             if "grabcut" in baselines:
@@ -182,6 +190,8 @@ def evaluate_masks(
             overlays_written.append(str(out))
 
     result = summarize(records["labeler"], cat_names)
+    if scored:
+        result["confidence"] = ranking_metrics([s for s, _ in scored], [i for _, i in scored])
     result["baselines"] = {b: summarize(records[b], cat_names) for b in baselines}
     if "grabcut" in baselines:
         result["baselines"]["grabcut"]["fallbacks_to_box"] = grabcut_fallbacks

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,17 @@ from typing import Any
 
 from mal.common.files import file_sha256, fingerprint, write_json_atomic
 from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes, plan_annotations
+
+# the modules whose code decides a shard's content (an edit, e.g. a new field such as ``score``, re-labels)
+LABELLING_MODULES = (
+    "mal.pseudo.label", "mal.pseudo.boxes", "mal.pseudo.confidence", "mal.common.masks", "mal.common.boxes",
+    "mal.common.images", "mal.labeler.crops", "mal.labeler.model", "mal.labeler.encoder", "mal.labeler.decoder",
+)
+
+
+def labelling_sources() -> list[Path]:
+    """The source files of :data:`LABELLING_MODULES`."""
+    return [Path(importlib.util.find_spec(m).origin) for m in LABELLING_MODULES]
 
 
 def input_hash(
@@ -29,8 +41,10 @@ def input_hash(
     num_shards: int,
 ) -> str:
     """Hash of everything that determines a shard's content (image files are identified by path only)."""
+    code = [file_sha256(f) for f in labelling_sources()]
     return fingerprint(
-        file_sha256(boxes_path), file_sha256(checkpoint), options.identity(), str(image_root or ""), int(num_shards)
+        code, file_sha256(boxes_path), file_sha256(checkpoint), options.identity(), str(image_root or ""),
+        int(num_shards),
     )
 
 
