@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 .PHONY: install repro test lint bench clean-venv
 
 # Idempotent: re-runs pip only when requirements.txt or the installer changed.
-.venv/.installed: requirements.txt scripts/install.sh scripts/install_detectron2.sh
+.venv/.installed: requirements.txt requirements-nodeps.txt scripts/install.sh scripts/install_detectron2.sh
 	bash scripts/install.sh
 	touch $@
 

@@ -104,17 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(0, len(crops), args.batch_size)
     ]
     model = pred.models[0]
-    from mal.labeler.model import normalize
+    from mal.labeler.model import input_norm, normalize
+
+    norm = input_norm(model.cfg)
 
     @torch.inference_mode()
     def encoder_only() -> None:
         for c, _ in batches:
-            model.encoder(normalize(torch.from_numpy(c)))
+            model.encoder(normalize(torch.from_numpy(c), *norm))
 
     @torch.inference_mode()
     def full_forward() -> None:
         for c, a in batches:
-            torch.sigmoid(model(normalize(torch.from_numpy(c)), torch.from_numpy(a)))
+            torch.sigmoid(model(normalize(torch.from_numpy(c), *norm), torch.from_numpy(a)))
 
     def labelling() -> None:
         label_images(coco, args.boxes, pred, opts, plans=plans)

@@ -37,6 +37,7 @@ def _expected(params: dict) -> dict[str, dict[str, list[Path]]]:
         roots = {split: root / "images" for split, root in roots.items()}
     prepared = {s: paths.prepared_json(data, s) for s in ("train_boxes", "train_gt", "val_gt")}
     out: dict[str, dict[str, list[Path]]] = {
+        "weights": {"deps": [], "outs": [Path(params["weights"]["out_dir"])]},
         "prepare": {"deps": [Path(data["coco"][k]) for k in ("train_json", "train_images", "val_json", "val_images")],
                     "outs": [*prepared.values(), Path(data["metrics"])]},
         "paper_table": {"deps": [Path(params["evaluate"]["metrics_dir"])],

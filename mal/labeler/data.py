@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from mal.common.images import image_path, read_image
 from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed, expand_box_random
-from mal.labeler.model import normalize
+from mal.labeler.model import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 DEFAULT_AUG: dict[str, Any] = {
     "max_margin": 1.2,  # random context expansion, per-axis factor in [1, 1 + max_margin/2]
@@ -98,6 +98,7 @@ class BoxCropDataset(Dataset):
     ``train=True`` items: ``student`` / ``teacher`` 3xSxS float (normalised), ``box_mask`` 1xMxM,
     ``box_area`` (original pixels), ``index``. ``train=False`` items: ``image`` 3xSxS, ``box_mask``,
     ``box_area``, ``crop`` (x0, y0, x1, y1 of the 1.3x window), ``index``.
+    ``norm``: the labeler's input ``(mean, std)`` (:func:`mal.labeler.model.input_norm` of its cfg).
     """
 
     def __init__(
@@ -110,6 +111,7 @@ class BoxCropDataset(Dataset):
         aug: dict[str, Any] | None = None,
         expand: float = 1.3,
         image_cache: int = 256,
+        norm: tuple[list[float] | tuple[float, ...], list[float] | tuple[float, ...]] = (IMAGENET_MEAN, IMAGENET_STD),
     ):
         self.records = records
         self.crop_size, self.mask_size = int(crop_size), int(mask_size)
@@ -120,6 +122,7 @@ class BoxCropDataset(Dataset):
         self.aug = {**DEFAULT_AUG, **(aug or {})}
         self.epoch = 0
         self.image_cache = max(0, int(image_cache))
+        self.norm = norm  # (mean, std): the labeler cfg's, mal.labeler.model.input_norm
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def _read(self, path: str) -> np.ndarray:
@@ -149,7 +152,7 @@ class BoxCropDataset(Dataset):
             crop = expand_box_fixed(box, self.expand)
             pix = crop_and_resize(image, crop, self.crop_size)
             return {
-                "image": normalize(pix)[0],
+                "image": normalize(pix, *self.norm)[0],
                 "box_mask": torch.from_numpy(box_mask_in_crop(box, crop, self.mask_size))[None],
                 "box_area": torch.tensor(area),
                 "crop": torch.tensor(crop),
@@ -164,8 +167,8 @@ class BoxCropDataset(Dataset):
             mask = np.ascontiguousarray(mask[:, ::-1])
         student = photometric(teacher, rng, self.aug)
         return {
-            "student": normalize(student)[0],
-            "teacher": normalize(teacher)[0],
+            "student": normalize(student, *self.norm)[0],
+            "teacher": normalize(teacher, *self.norm)[0],
             "box_mask": torch.from_numpy(mask)[None],
             "box_area": torch.tensor(area),
             "index": index,

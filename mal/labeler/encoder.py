@@ -6,6 +6,8 @@ hierarchical backbones (ConvNeXt: NCHW, Swin: NHWC) give their last feature map.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import sys
@@ -39,7 +41,7 @@ def load_local_weights(model: nn.Module, path: str | Path) -> tuple[list[str], l
     """Load a local weights file (safetensors / pth / npz) into a timm model, non-strictly.
 
     The model family's ``checkpoint_filter_fn`` (timm) adapts the file, e.g. resamples ViT positional
-    embeddings to the crop size. ``torch.load`` runs with ``weights_only=True``.
+    embeddings to the crop size (bicubic, antialias off). ``torch.load`` runs with ``weights_only=True``.
     Returns ``(missing_keys, unexpected_keys)`` and logs them; raises ``ValueError`` naming the path when
     the file is missing or unreadable.
     """
@@ -48,6 +50,10 @@ def load_local_weights(model: nn.Module, path: str | Path) -> tuple[list[str], l
         raise ValueError(f"{path}: pretrained weights file not found")
     module = sys.modules.get(type(model).__module__)
     filter_fn = getattr(module, "checkpoint_filter_fn", None)
+    if filter_fn is not None and "antialias" in inspect.signature(filter_fn).parameters:
+        # Resample pos-embeds as DINOv2 / HF / their ONNX exports do: bicubic without antialias (timm's default
+        # antialias only differs when shrinking, e.g. 518 px DINOv2 -> a 224 px crop, by up to 0.4).
+        filter_fn = functools.partial(filter_fn, antialias=False)
     try:
         result = timm.models.load_checkpoint(
             model, str(path), use_ema=False, strict=False, filter_fn=filter_fn, weights_only=True
@@ -98,6 +104,8 @@ class Encoder(nn.Module):
         self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
         self.out_channels = int(self.model.num_features)
         self.output_fmt = str(getattr(self.model, "output_fmt", "NCHW"))
+        # The architecture's pretrained input config (mean/std the weights expect), also for local files.
+        self.data_config = timm.data.resolve_model_data_config(self.model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.model.forward_features(x)

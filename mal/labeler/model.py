@@ -2,7 +2,7 @@
 
 Interface used by the pseudo-label stage (mal/pseudo/label.py) and the benchmarks:
 ``build_labeler(cfg)``, ``MaskLabeler.forward(images, box_areas)``, ``save_checkpoint``, ``load_labeler``,
-``normalize``, ``IMAGENET_MEAN`` / ``IMAGENET_STD``.
+``normalize`` (with the cfg's ``norm_mean`` / ``norm_std``: :func:`input_norm`), ``IMAGENET_MEAN`` / ``IMAGENET_STD``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ DEFAULT_CFG: dict[str, Any] = {
     "bucket_rescale": True,  # COCO size-bucket rescale of the grid (x0.5 / x1 / x2)
     "drop_path_rate": 0.0,
     "encoder_args": {},  # extra timm.create_model kwargs, e.g. {patch_size: 8} (a finer token grid)
+    # Input mean/std (RGB, 0-1 scale). null: the encoder's pretrained config (timm resolve_model_data_config)
+    # when weights are loaded, ImageNet's when trained from scratch or for checkpoints that record none.
+    "norm_mean": None,
+    "norm_std": None,
 }
+NORM_KEYS = ("norm_mean", "norm_std")
 
 
 def resolve_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
@@ -50,14 +55,25 @@ def resolve_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
     if not isinstance(out["encoder_args"], dict):
         raise ValueError(f"labeler model cfg: encoder_args must be a mapping, got {out['encoder_args']!r}")
     out["encoder_args"] = dict(out["encoder_args"])
+    for key in NORM_KEYS:
+        v = out[key]
+        if v is not None and (not isinstance(v, (list, tuple)) or len(v) != 3):
+            raise ValueError(f"labeler model cfg: {key} must be null or 3 numbers (RGB), got {v!r}")
+        out[key] = None if v is None else [float(x) for x in v]
     return out
+
+
+def input_norm(cfg: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """``(mean, std)`` a labeler cfg's inputs are normalised with (ImageNet's when it records none)."""
+    mean, std = cfg.get("norm_mean"), cfg.get("norm_std")
+    return list(mean or IMAGENET_MEAN), list(std or IMAGENET_STD)
 
 
 class MaskLabeler(nn.Module):
     """Box crop -> mask logits.
 
-    ``forward(images: B x 3 x S x S float (ImageNet-normalised), box_areas: B float (box area in original
-    image pixels)) -> logits B x 1 x M x M`` with ``M = mask_size`` (``S / 4`` by default).
+    ``forward(images: B x 3 x S x S float (normalised with :func:`input_norm` of ``cfg``), box_areas: B float
+    (box area in original image pixels)) -> logits B x 1 x M x M`` with ``M = mask_size`` (``S / 4`` by default).
     """
 
     def __init__(self, cfg: dict[str, Any]):
@@ -67,6 +83,11 @@ class MaskLabeler(nn.Module):
         if self.cfg["drop_path_rate"] > 0:
             kwargs["drop_path_rate"] = self.cfg["drop_path_rate"]
         self.encoder = Encoder(self.cfg["encoder"], self.cfg["crop_size"], self.cfg["pretrained"], **kwargs)
+        if self.cfg["pretrained"] not in (False, None, ""):  # the loaded weights' own mean/std
+            for key, field in zip(NORM_KEYS, ("mean", "std"), strict=True):
+                if self.cfg[key] is None:
+                    self.cfg[key] = [float(x) for x in self.encoder.data_config[field]]
+        self.cfg["norm_mean"], self.cfg["norm_std"] = input_norm(self.cfg)  # recorded in checkpoints
         self.decoder = AttentionDecoder(
             self.encoder.out_channels,
             self.cfg["mask_size"],
@@ -86,17 +107,24 @@ def build_labeler(cfg: dict[str, Any]) -> MaskLabeler:
     return MaskLabeler(cfg)
 
 
-def normalize(batch_uint8_nhwc: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 ``B x H x W x 3`` (or ``H x W x 3``) RGB -> float32 ``B x 3 x H x W`` ImageNet-normalised."""
+def normalize(
+    batch_uint8_nhwc: np.ndarray | torch.Tensor,
+    mean: tuple[float, ...] | list[float] = IMAGENET_MEAN,
+    std: tuple[float, ...] | list[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """uint8 ``B x H x W x 3`` (or ``H x W x 3``) RGB -> float32 ``B x 3 x H x W``, ``(x/255 - mean) / std``.
+
+    The one input normalisation (training crops, validation, labelling): pass ``input_norm(cfg)``.
+    """
     t = torch.as_tensor(batch_uint8_nhwc)
     if t.ndim == 3:
         t = t.unsqueeze(0)
     if t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"normalize expects B x H x W x 3 uint8, got shape {tuple(t.shape)}")
     t = t.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
-    return (t - mean) / std
+    m = torch.tensor(mean, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
+    return (t - m) / s
 
 
 def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -120,6 +148,10 @@ def save_checkpoint(
     ckpt["student"] = _plain_state(student)
     ckpt["teacher"] = _plain_state(teacher) if teacher is not None else None
     ckpt["cfg"] = resolve_cfg(cfg)
+    inner_cfg = getattr(student.module if hasattr(student, "module") else student, "cfg", {})
+    for key in NORM_KEYS:  # params leave them null: record what the built model resolved
+        if ckpt["cfg"][key] is None and inner_cfg.get(key) is not None:
+            ckpt["cfg"][key] = list(inner_cfg[key])
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
 
@@ -158,6 +190,7 @@ def load_labeler(
     if state is None:
         raise ValueError(f"{path}: checkpoint has no '{which}' weights")
     cfg = resolve_cfg(ckpt["cfg"])
+    cfg["norm_mean"], cfg["norm_std"] = input_norm(cfg)  # ImageNet's for checkpoints that record none
     model = MaskLabeler({**cfg, "pretrained": False})
     try:
         model.load_state_dict(state, strict=True)

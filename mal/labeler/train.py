@@ -30,6 +30,7 @@ from mal.labeler.losses import crf_loss, mil_loss, ramp
 from mal.labeler.model import (
     DEFAULT_MASK_THRESHOLD,
     build_labeler,
+    input_norm,
     read_checkpoint,
     resolve_cfg,
     save_checkpoint,
@@ -158,12 +159,14 @@ def _setup(model_cfg: dict[str, Any], cfg: dict[str, Any], train_records: list[d
     student = build_labeler(model_cfg).to(device)
     teacher = copy.deepcopy(student)
     crop, mask = model_cfg["crop_size"], model_cfg["mask_size"]
+    norm = input_norm(student.cfg)  # resolved from the encoder's pretrained config when params leave it null
     train_ds = BoxCropDataset(train_records, crop, mask, train=True, seed=seed, aug=cfg["aug"],
-                              image_cache=cfg["image_cache"])
+                              image_cache=cfg["image_cache"], norm=norm)
     if val_records and 0 < int(cfg["val_max_boxes"]) < len(val_records):  # evenly spaced subset (COCO)
         keep = np.linspace(0, len(val_records) - 1, int(cfg["val_max_boxes"])).round().astype(int)
         val_records = [val_records[i] for i in keep]
-    val_ds = BoxCropDataset(val_records, crop, mask, train=False, image_cache=cfg["image_cache"]) if val_records else None
+    val_ds = (BoxCropDataset(val_records, crop, mask, train=False, image_cache=cfg["image_cache"], norm=norm)
+              if val_records else None)
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=seed)
     drop_last = len(train_ds) // world >= per_rank
     steps_per_epoch = (len(sampler) // per_rank) if drop_last else -(-len(sampler) // per_rank)

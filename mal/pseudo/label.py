@@ -168,9 +168,10 @@ class Predictor:
 
     @torch.inference_mode()
     def __call__(self, crops: np.ndarray, box_areas: np.ndarray) -> np.ndarray:
-        from mal.labeler.model import normalize
+        from mal.labeler.model import input_norm, normalize
 
-        x = normalize(torch.from_numpy(crops).to(self.device, non_blocking=True))  # uint8 over the bus
+        x = torch.from_numpy(crops).to(self.device, non_blocking=True)  # uint8 over the bus
+        x = normalize(x, *input_norm(self.cfg))
         areas = torch.as_tensor(box_areas, dtype=torch.float32, device=self.device)
         inputs = [(x, False)] + ([(x.flip(-1), True)] if self.flip_tta else [])
         total = None

@@ -1,0 +1,1 @@
+"""Pretrained encoder weights built offline from pinned registry packages (see docs/weights.md)."""
