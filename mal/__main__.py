@@ -13,6 +13,7 @@ COMMANDS = {
     "export": "mal.pseudo.export",
     "review": "mal.review.cli",
     "profile": "mal.common.profiles",
+    "doctor": "mal.doctor",
 }
 
 

@@ -41,6 +41,7 @@ from prefect.futures import wait  # noqa: E402
 
 from pipeline.dag import DEFAULT_GPU_STAGES, is_gpu_stage, load_dag  # noqa: E402
 from pipeline.dvc_runner import StageResult, repro_lock, repro_stage, run_dvc  # noqa: E402
+from pipeline.mounts import link_mounts  # noqa: E402
 
 DEFAULTS: dict[str, Any] = {
     "retries": 1,
@@ -130,6 +131,8 @@ def mal_pipeline(
     """
     logger = get_run_logger()
     repo = Path(repo_dir).resolve()
+    for rel, what in link_mounts(repo).items():  # cluster volumes (datasets/, weights/, .work/); none locally
+        logger.info("mounted volume %s %s", rel, what)
     if profile:
         from mal.common.profiles import apply_profile
 

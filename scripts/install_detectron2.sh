@@ -10,8 +10,9 @@
 # Mask R-CNN / Cascade Mask R-CNN run on torchvision RoIAlign/NMS; deformable conv, rotated boxes and
 # COCOEvaluator(use_fast_impl=True) are unavailable), and point a `.pth` file in site-packages at that directory.
 #
-# If a real detectron2 (with a compiled `_C` extension, e.g. built from source on a GPU machine) already imports,
-# it is left alone. A marker file makes a second run a no-op.
+# A compiled detectron2 (a `_C` extension, e.g. built from source on a GPU machine; the Dockerfile's CUDA build) wins
+# whenever present: it is left alone and our .pth is removed so it cannot shadow it. A marker file makes a second
+# run a no-op.
 set -euo pipefail
 
 PYTHON=${1:-${PYTHON:-python3}}
@@ -22,27 +23,31 @@ TARGET="$PREFIX/detectron2-pure"
 MARKER="$TARGET/.mal-detectron2-$VERSION"
 PTH="$SITE/mal-detectron2-pure.pth"
 
-# 1. Already done by this script -> no-op (the marker is written last, after the import check).
-# No import here (importing torch takes seconds): the marker is only written after a verified import.
-if [ -f "$MARKER" ] && [ -f "$TARGET/detectron2/__init__.py" ] && [ "$(cat "$PTH" 2>/dev/null)" = "$TARGET" ]; then
-  echo "install_detectron2: already installed at $TARGET (marker $MARKER); nothing to do"
+# 1. A compiled detectron2 (a `_C` extension next to its package, e.g. built from source on a GPU machine) wins
+# whenever present, so this runs before the marker check. Found without importing it (no torch import: seconds),
+# with our own directory taken off sys.path: our .pth would otherwise shadow it (a setuptools editable install of
+# detectron2 resolves through a meta-path finder, which Python asks only after every sys.path entry).
+compiled=$(MAL_D2_PURE="$TARGET" "$PYTHON" - <<'EOF' 2>/dev/null || true
+import glob, importlib.util, os, sys
+pure = os.path.realpath(os.environ["MAL_D2_PURE"])
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != pure]
+spec = importlib.util.find_spec("detectron2")
+for loc in (spec.submodule_search_locations or []) if spec else []:
+    if glob.glob(os.path.join(loc, "_C*.so")) + glob.glob(os.path.join(loc, "_C*.pyd")):
+        print(loc)
+        break
+EOF
+)
+if [ -n "$compiled" ]; then
+  rm -f "$PTH" "$MARKER"  # our pure copy must not shadow it; a later run reinstalls it if the compiled one goes
+  echo "install_detectron2: a compiled detectron2 is already installed ($compiled); leaving it alone"
   exit 0
 fi
 
-# 2. A real detectron2 (compiled _C present) that is not ours -> leave it alone.
-real=$("$PYTHON" - <<'EOF' 2>/dev/null || true
-import importlib.util
-try:
-    import detectron2.modeling  # noqa: F401
-    spec = importlib.util.find_spec("detectron2._C")
-    origin = spec.origin if spec is not None else ""
-    print("real" if origin and not origin.endswith(".py") and "detectron2-pure" not in origin else "")
-except Exception:
-    print("")
-EOF
-)
-if [ "$real" = "real" ]; then
-  echo "install_detectron2: a compiled detectron2 is already installed; leaving it alone"
+# 2. Already done by this script -> no-op (the marker is written last, after the import check).
+# No import here (importing torch takes seconds): the marker is only written after a verified import.
+if [ -f "$MARKER" ] && [ -f "$TARGET/detectron2/__init__.py" ] && [ "$(cat "$PTH" 2>/dev/null)" = "$TARGET" ]; then
+  echo "install_detectron2: already installed at $TARGET (marker $MARKER); nothing to do"
   exit 0
 fi
 
