@@ -52,7 +52,7 @@ import numpy as np
 
 from mal.common.coco_io import CocoFormatError, check_records, read_coco_json
 from mal.common.files import atomic_path, write_json_atomic, write_text_atomic
-from mal.common.masks import decode_segmentation, segmentation_to_rle
+from mal.common.masks import decode_segmentation, rle_area, segmentation_to_rle
 
 DEFAULT_EPSILON = 0.5  # px: Douglas-Peucker tolerance; polygons trace pixel corners, so 0.5 px keeps IoU ~1
 
@@ -141,6 +141,15 @@ def _mask(ann: dict[str, Any], im: dict[str, Any]) -> np.ndarray:
     return decode_segmentation(ann["segmentation"], int(im["height"]), int(im["width"]))
 
 
+def _polygons(ann: dict[str, Any], im: dict[str, Any], opts: ExportOptions, rep: ExportReport) -> list[np.ndarray]:
+    """The annotation's mask as polygons; the polygons dropped and a mask left empty are counted in ``rep``."""
+    polys, dropped = mask_polygons(_mask(ann, im), opts.epsilon)
+    rep.dropped_polygons += dropped
+    if not polys:
+        rep.empty_masks.append(ann["id"])
+    return polys
+
+
 # --------------------------------------------------------------------------------------------- formats
 def export_coco_rle(coco: dict[str, Any], out: Path, opts: ExportOptions) -> ExportReport:
     """COCO JSON with every segmentation as RLE (string counts)."""
@@ -151,7 +160,7 @@ def export_coco_rle(coco: dict[str, Any], out: Path, opts: ExportOptions) -> Exp
         im = images[a["image_id"]]
         rle = segmentation_to_rle(a["segmentation"], int(im["height"]), int(im["width"]), f"annotation id={a['id']}")
         a["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        if not _mask(a, im).any():
+        if rle_area(rle) == 0:  # counted from the RLE: no need to decode the mask
             rep.empty_masks.append(a["id"])
     rep.annotations_out = len(res["annotations"])
     write_json_atomic(out, res)
@@ -164,11 +173,8 @@ def export_coco_poly(coco: dict[str, Any], out: Path, opts: ExportOptions) -> Ex
     images = {im["id"]: im for im in res["images"]}
     rep = ExportReport("coco-poly", str(out), len(images), len(res["annotations"]))
     for a in res["annotations"]:
-        polys, dropped = mask_polygons(_mask(a, images[a["image_id"]]), opts.epsilon)
-        rep.dropped_polygons += dropped
+        polys = _polygons(a, images[a["image_id"]], opts, rep)
         a["segmentation"] = [[round(float(v), 2) for v in p.ravel()] for p in polys]
-        if not polys:
-            rep.empty_masks.append(a["id"])
     rep.annotations_out = len(res["annotations"])
     write_json_atomic(out, res)
     return rep
@@ -222,10 +228,8 @@ def _write_yolo(coco: dict[str, Any], out: Path, tmp: Path, opts: ExportOptions)
         h, w = int(im["height"]), int(im["width"])
         lines = []
         for a in by_image[im["id"]]:
-            polys, dropped = mask_polygons(_mask(a, im), opts.epsilon)
-            rep.dropped_polygons += dropped
+            polys = _polygons(a, im, opts, rep)
             if not polys:
-                rep.empty_masks.append(a["id"])
                 continue
             xy = join_polygons(polys) / (w, h)
             lines.append(f"{cls[a['category_id']]} " + " ".join(f"{v:.6f}" for v in xy.ravel()))
@@ -261,10 +265,8 @@ def export_labelstudio(coco: dict[str, Any], out: Path, opts: ExportOptions) -> 
         h, w = int(im["height"]), int(im["width"])
         results, scores = [], []
         for a in by_image[im["id"]]:
-            polys, dropped = mask_polygons(_mask(a, im), opts.epsilon)
-            rep.dropped_polygons += dropped
+            polys = _polygons(a, im, opts, rep)
             if not polys:
-                rep.empty_masks.append(a["id"])
                 continue
             rep.annotations_out += 1
             score = _score(a)
