@@ -39,7 +39,8 @@ OPTION_KEYS = (
     "allow_skips",
 )
 # wall-clock numbers of the report: written apart from the metrics (an identical re-run leaves git clean)
-TIMING_KEYS = ("model_seconds", "seconds")
+# and how many shards this run labelled vs reused from .work/ (depends on what an earlier run left there)
+TIMING_KEYS = ("model_seconds", "seconds", "shards_run", "shards_reused")
 
 
 def options_from_params(

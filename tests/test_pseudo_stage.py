@@ -50,4 +50,5 @@ def test_pseudo_label_stage_writes_output_and_metrics(shapes_dir: Path, tmp_path
     assert m["labeler"] == "tiny" and m["options"]["threshold"] == checkpoint_mask_threshold(tiny_checkpoint())
     assert (tmp_path / "work" / "tiny").is_dir()
     assert mod.main(["--labeler", "tiny", "--params", str(tmp_path / "params.yaml")]) == 0  # re-run: reuses
-    assert json.loads((tmp_path / "metrics" / "tiny.json").read_text())["shards_reused"] == 1
+    assert json.loads((timings / "pseudo_label" / "tiny.json").read_text())["shards_reused"] == 1
+    assert "shards_reused" not in json.loads((tmp_path / "metrics" / "tiny.json").read_text())  # not a result
