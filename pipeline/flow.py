@@ -42,6 +42,7 @@ from prefect.futures import wait  # noqa: E402
 from pipeline.dag import DEFAULT_GPU_STAGES, is_gpu_stage, load_dag  # noqa: E402
 from pipeline.dvc_runner import StageResult, repro_lock, repro_stage, run_dvc  # noqa: E402
 from pipeline.mounts import link_mounts  # noqa: E402
+from pipeline.run_cache import push_run_cache  # noqa: E402
 
 DEFAULTS: dict[str, Any] = {
     "retries": 1,
@@ -97,6 +98,7 @@ def dvc_stage(
     if push:
         with repro_lock(repo_dir):
             run_dvc(["push", "--run-cache", stage], repo_dir, log=logger.info)
+            push_run_cache(repo_dir, log=logger.info)  # + objects of cache: false outs, or no clone restores it
     logger.info("stage %s: %s in %.1f s", stage, result.outcome, result.seconds)
     return {"stage": result.stage, "outcome": result.outcome, "seconds": result.seconds}
 
