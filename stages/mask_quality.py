@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         num_overlays=int(cfg.get("num_overlays", 6)),
         pred_name=paths["pseudo_json"],
         gt_name=paths["gt_json"],
+        baseline_max_boxes=int(cfg.get("baseline_max_boxes", 0) or 0),
+        baseline_seed=int(cfg.get("baseline_seed", 0) or 0),
+        num_workers=int(cfg.get("num_workers", 0) or 0),
     )
     result["labeler"] = args.labeler
     write_json_atomic(paths["metrics"], result, indent=2)

@@ -14,7 +14,7 @@ import yaml
 from mal.common.masks import box_rle, encode_mask
 from mal.common.miou import summarize
 from mal.pseudo.confidence import ranking_metrics
-from mal.pseudo.quality import evaluate_masks, grabcut_mask
+from mal.pseudo.quality import baseline_subset, evaluate_masks, grabcut_mask, grabcut_rles
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -161,3 +161,37 @@ def test_mask_quality_stage(shapes_dir: Path, tmp_path: Path) -> None:
     assert m["miou"] < m["baselines"]["box"]["miou"]  # one empty mask pulls the box-shaped prediction down
     assert m["confidence"]["num"] == len(pred["annotations"]) and m["confidence"]["spearman"] > 0
     assert len(list((tmp_path / "ov" / "x").glob("*.png"))) == 1
+
+
+def test_baseline_subset_is_seeded_same_for_every_call_and_skips_crowd(shapes_dir: Path) -> None:
+    gt = json.loads((shapes_dir / "train_gt.json").read_text())
+    anns = {int(a["id"]): a for a in gt["annotations"]}
+    next(iter(anns.values()))["iscrowd"] = 1
+    evaluable = {i for i, a in anns.items() if not a.get("iscrowd")}
+    sub = baseline_subset(anns, 4, seed=0)
+    assert len(sub) == 4 and sub <= evaluable
+    assert sub == baseline_subset(copy.deepcopy(anns), 4, seed=0)  # a function of the GT only
+    assert baseline_subset(anns, 0) == evaluable == baseline_subset(anns, len(anns) + 5)
+
+
+def test_grabcut_runs_on_at_most_max_boxes_and_equals_the_full_run_when_max_covers_all(shapes_dir: Path) -> None:
+    gt = json.loads((shapes_dir / "train_gt.json").read_text())
+    pred, n = _boxes_as_pred(gt), len(gt["annotations"])
+    kw = {"image_root": shapes_dir, "grabcut_iterations": 1, "show_progress": False}
+    full = evaluate_masks(pred, gt, **kw)
+    assert full == evaluate_masks(pred, gt, baseline_max_boxes=n, **kw)
+    sub = evaluate_masks(pred, gt, baseline_max_boxes=3, **kw)["baselines"]
+    assert sub["grabcut"]["num_instances"] == 3 and sub["grabcut"]["subsample_of"] == n
+    assert sub["box"] == full["baselines"]["box"]  # the free baseline keeps every box
+    assert "subsample_of" not in full["baselines"]["grabcut"]
+
+
+def test_grabcut_mask_of_a_box_does_not_depend_on_order_subset_or_workers(shapes_dir: Path) -> None:
+    gt = json.loads((shapes_dir / "train_gt.json").read_text())
+    images = {int(im["id"]): im for im in gt["images"]}
+    anns = gt["annotations"]
+    full = grabcut_rles(images, anns, shapes_dir, iterations=2, show_progress=False)
+    assert len(full) == len(anns)
+    assert grabcut_rles(images, anns[::-2], shapes_dir, iterations=2, show_progress=False) == {
+        int(a["id"]): full[int(a["id"])] for a in anns[::-2]}
+    assert grabcut_rles(images, anns, shapes_dir, iterations=2, num_workers=2, show_progress=False) == full
