@@ -4,8 +4,9 @@
     python -m mal doctor --profile paper --strict     # would the paper profile get its GPUs? exit 1 if not
     python -m mal doctor --gpus 1 --strict            # pre-flight in a pod that was promised a GPU
 
-Prints one report. Every problem is a line starting with ``WARNING:``: a GPU the params, ``--gpus`` or the
-container runtime (``NVIDIA_VISIBLE_DEVICES``) ask for that torch cannot see, a CUDA wheel newer than the
+Prints one report. Every problem is a line starting with ``WARNING:``: a GPU the params (``*.device: cuda``,
+``*.num_gpus: N``), ``--gpus`` or the container runtime (``NVIDIA_VISIBLE_DEVICES``) ask for that torch cannot
+see, a param on ``auto`` that will fall back to CPU on a machine with NVIDIA devices, a CUDA wheel newer than the
 driver, compiled detectron2 ops that do not load, DataLoader workers on a small ``/dev/shm``. ``--strict``
 exits 1 when there is any.
 """
@@ -106,10 +107,15 @@ def gpu_requests(params: dict[str, Any], gpus: int, env: dict[str, str]) -> list
     """(who asks, how many GPUs) for every GPU request: params that fail or crawl without one, --gpus and the
     container runtime. AMP flags are not requests: the code uses them only where CUDA is present."""
     reqs = []
-    device = str(_get(params, "pseudo_label.device") or "auto")
-    if device.startswith("cuda"):
-        index = device.partition(":")[2]
-        reqs.append((f"pseudo_label.device: {device}", int(index) + 1 if index.isdigit() else 1))
+    for key in ("pseudo_label.device", "labeler.train.device"):
+        device = str(_get(params, key) or "auto")
+        if device.startswith("cuda"):
+            index = device.partition(":")[2]
+            reqs.append((f"{key}: {device}", int(index) + 1 if index.isdigit() else 1))
+    for key in ("labeler.train.num_gpus", "detector.num_gpus"):
+        value = _get(params, key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            reqs.append((f"{key}: {value}", value))
     train = _get(params, "detector.train") or {}
     if "max_iter" in train and train["max_iter"] is None:
         reqs.append(("detector.train.max_iter: null (detectron2's 3x schedule, 90k-270k iterations)", 1))
@@ -120,6 +126,18 @@ def gpu_requests(params: dict[str, Any], gpus: int, env: dict[str, str]) -> list
         reqs.append((f"NVIDIA_VISIBLE_DEVICES={visible} (the container was given GPUs)",
                      1 if visible == "all" else len(visible.split(","))))
     return reqs
+
+
+AUTO_KEYS = ("pseudo_label.device", "labeler.train.device", "labeler.train.num_gpus", "detector.num_gpus")
+
+
+def auto_fallbacks(params: dict[str, Any], n_gpu: int, nvidia: bool) -> list[str]:
+    """Params left on ``auto`` (or absent: auto is the default) that will run on CPU here although this
+    machine has NVIDIA devices: the stages warn too, but a whole pipeline on CPU is hours lost."""
+    if n_gpu > 0 or not nvidia:
+        return []
+    autos = [k for k in AUTO_KEYS if str(_get(params, k) if _get(params, k) is not None else "auto") == "auto"]
+    return [f"{k}: auto falls back to CPU: this machine has NVIDIA devices but torch sees no GPU" for k in autos]
 
 
 def load_params(path: str | Path, profile: str | None) -> dict[str, Any]:
@@ -136,6 +154,8 @@ def load_params(path: str | Path, profile: str | None) -> dict[str, Any]:
 def report(params: dict[str, Any], gpus: int, env: dict[str, str]) -> tuple[list[str], list[str]]:
     """(report lines, warnings) for this machine against ``params``."""
     import torch
+
+    from mal.common.devices import nvidia_present
 
     n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
     drv, d2 = driver_info(), detectron2_info()
@@ -160,6 +180,7 @@ def report(params: dict[str, Any], gpus: int, env: dict[str, str]) -> tuple[list
     if drv.get("driver") and n_gpu == 0 and not mismatch:
         warnings.append("nvidia-smi sees a driver but torch sees no GPU"
                         + ("" if torch.version.cuda else ": this torch is a CPU-only build"))
+    warnings += auto_fallbacks(params, n_gpu, nvidia_present())
     for who, need in gpu_requests(params, gpus, env):
         lines.append(f"requested: {need} GPU(s) by {who}")
         if need > n_gpu:

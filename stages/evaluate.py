@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from mal.common.devices import log_device, resolve_num_gpus
 from mal.common.files import write_json_atomic
 from mal.common.params import load_params
 from mal.common.paths import detector_cell, detector_metrics, image_roots, timings_path
@@ -38,9 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     cell = detector_cell(args.masks, args.detector)
     model_dir = Path(dparams["out_dir"]) / cell
     cfg = det.load_cfg(model_dir / "config.yaml")
+    device = "cuda" if resolve_num_gpus(dparams.get("num_gpus", "auto"), "detector.num_gpus") else "cpu"
+    log_device(f"evaluate {cell}", device)
     t0 = time.perf_counter()
     preds = det.predict(cfg, model_dir / "model_final.pth", eparams["val_json"],
-                        image_roots(params["data"])["val"], num_threads=int(eparams.get("num_threads", 0)))
+                        image_roots(params["data"])["val"], num_threads=int(eparams.get("num_threads", 0)), device=device)
     metrics = evaluate_predictions(eparams["val_json"], preds, max_dets=int(eparams.get("max_dets", 100)))
     out = detector_metrics(params, args.masks, args.detector)
     write_json_atomic(out, metrics, indent=2)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from mal.common.devices import log_device, resolve_device
 from mal.common.files import write_json_atomic
 from mal.common.params import load_params
 from mal.common.paths import image_roots, templated, timings_path
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if int(cfg.get("num_threads", 0) or 0) > 0:
         torch.set_num_threads(int(cfg["num_threads"]))
     options = options_from_params(cfg, checkpoint=paths["checkpoint"])
+    log_device("pseudo_label", resolve_device(options.device, "pseudo_label.device"), amp=True)  # fails early
     num_shards = int(args.num_shards if args.num_shards is not None else cfg.get("num_shards", 1))
     report = label_coco(
         paths["boxes_json"],

@@ -24,8 +24,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
+from mal.common.devices import log_device, resolve_num_gpus
 from mal.common.files import write_json_atomic
 from mal.common.params import load_params
 from mal.common.paths import detector_cell, image_roots, timings_path
@@ -79,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--detector", required=True, help="a key of mal.detection.detector.DETECTORS")
     ap.add_argument("--masks", required=True, help="'gt' or a labeler name (uses its pseudo-label JSON)")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--num-gpus", type=int, default=max(torch.cuda.device_count(), 1))
+    ap.add_argument("--num-gpus", default=None, help="default: params detector.num_gpus (auto | N; 0 = CPU)")
     ap.add_argument("--num-machines", type=int, default=1)
     ap.add_argument("--machine-rank", type=int, default=0)
     ap.add_argument("--dist-url", default="auto", help="tcp://host:port of machine 0 for multi-machine runs")
@@ -103,11 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(dparams["work_dir"]) / cell
     out = Path(dparams["out_dir"]) / cell
     image_root = image_roots(params["data"])["train"]
-    dparams = {**dparams, "seed": int(params.get("seed", 0))}
+    num_gpus = resolve_num_gpus(args.num_gpus if args.num_gpus is not None else dparams.get("num_gpus", "auto"),
+                                "detector.num_gpus")  # GPUs asked for but absent: an error, not a slow CPU run
+    dparams = {**dparams, "seed": int(params.get("seed", 0)), "device": "cuda" if num_gpus else "cpu"}
     cfg = det.build_cfg(args.detector, train_json, work, dparams, image_root=image_root)
     if args.opts:
         cfg.merge_from_list(args.opts)
-    info, timings = det.train(cfg, train_json, image_root, work, num_gpus=args.num_gpus,
+    log_device(f"train_detector {cell}", cfg.MODEL.DEVICE, amp=cfg.SOLVER.AMP.ENABLED, num_gpus=num_gpus)
+    info, timings = det.train(cfg, train_json, image_root, work, num_gpus=max(num_gpus, 1),
                               num_machines=args.num_machines, machine_rank=args.machine_rank,
                               dist_url=args.dist_url, num_threads=int(dparams.get("num_threads", 0)),
                               resume=not args.no_resume)

@@ -76,3 +76,26 @@ def test_driver_and_shm_checks() -> None:
     assert doctor.cuda_mismatch("13.0", None) is None  # no driver: nothing to compare
     assert "bus errors" in doctor.shm_warning(8, 64 * 2**20)
     assert doctor.shm_warning(8, 16 * 2**30) is None and doctor.shm_warning(0, 64 * 2**20) is None
+
+
+@needs_no_gpu
+def test_params_asking_for_gpu_counts_warn(tmp_path: Path) -> None:
+    p = tmp_path / "params.yaml"
+    p.write_text("labeler:\n  train: {num_gpus: 4, device: cuda}\ndetector:\n  num_gpus: 2\n")
+    res = _doctor("--params", str(p), "--strict")
+    assert res.returncode == 1
+    warn = [x for x in res.stdout.splitlines() if x.startswith("WARNING:")]
+    for line in ("WARNING: labeler.train.num_gpus: 4 needs 4 GPU(s), torch sees 0",
+                 "WARNING: labeler.train.device: cuda needs 1 GPU(s), torch sees 0",
+                 "WARNING: detector.num_gpus: 2 needs 2 GPU(s), torch sees 0"):
+        assert line in warn, res.stdout
+
+
+def test_auto_on_a_machine_with_nvidia_devices_but_no_usable_gpu_warns() -> None:
+    params = {"pseudo_label": {"device": "auto"}, "detector": {"num_gpus": 0}, "labeler": {"train": {}}}
+    warns = doctor.auto_fallbacks(params, n_gpu=0, nvidia=True)
+    assert [w.split(":")[0] for w in warns] == ["pseudo_label.device", "labeler.train.device",
+                                                 "labeler.train.num_gpus"]  # 0 asks for CPU; absent = auto
+    assert "falls back to CPU" in warns[0]
+    assert doctor.auto_fallbacks(params, n_gpu=1, nvidia=True) == []
+    assert doctor.auto_fallbacks(params, n_gpu=0, nvidia=False) == []

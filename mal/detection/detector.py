@@ -195,8 +195,9 @@ def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Pa
     cfg.SOLVER.CHECKPOINT_PERIOD = min(cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.MAX_ITER)
     cfg.INPUT.MASK_FORMAT = "bitmask"  # handles polygons and RLE (pseudo-labels are RLE)
     cfg.DATALOADER.NUM_WORKERS = int(params.get("num_workers", 0))
-    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg.SOLVER.AMP.ENABLED = bool(params.get("amp", False)) and torch.cuda.is_available()  # AMP: CUDA only
+    # the stage resolves params.detector.num_gpus (mal.common.devices) into ``device``; others: CUDA if present
+    cfg.MODEL.DEVICE = str(params.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cfg.SOLVER.AMP.ENABLED = bool(params.get("amp", False)) and cfg.MODEL.DEVICE.startswith("cuda")  # CUDA only
     cfg.SEED = int(params.get("seed", 0))
     cfg.TEST.EVAL_PERIOD = 0
     cfg.DATASETS.TEST = ()
@@ -355,14 +356,14 @@ def load_model(cfg: CfgNode, weights: str | Path) -> torch.nn.Module:
 
 
 def predict(cfg: CfgNode, weights: str | Path, json_path: str | Path, image_root: str | Path,
-            num_threads: int = 0) -> list[dict[str, Any]]:
-    """Run the detector on every image of ``json_path`` (file_names relative to ``image_root``): COCO result
-    records (dataset category ids)."""
+            num_threads: int = 0, device: str | None = None) -> list[dict[str, Any]]:
+    """Run the detector on every image of ``json_path`` (file_names relative to ``image_root``) on ``device``
+    (default: CUDA if present): COCO result records (dataset category ids)."""
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     cfg = cfg.clone()
     cfg.defrost()
-    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg.MODEL.DEVICE = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(cfg, weights)
     name = register_json(json_path, image_root)
     loader = build_detection_test_loader(cfg, name)

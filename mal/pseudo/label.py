@@ -155,11 +155,10 @@ class Predictor:
     def __init__(
         self, checkpoint: str | Path, which: str = "student", flip_tta: bool = False, device: str = "auto"
     ):
+        from mal.common.devices import resolve_device
         from mal.labeler.model import load_labeler
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device, "pseudo_label.device")  # a CUDA request without CUDA raises
         names = ["student", "teacher"] if which == "average" else [which]
         self.models = [load_labeler(checkpoint, n, map_location=self.device)[0] for n in names]
         self.cfg = self.models[0].cfg

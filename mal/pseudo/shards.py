@@ -18,6 +18,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from mal.common.devices import log_device, resolve_device, shard_device
 from mal.common.files import file_sha256, fingerprint, write_json_atomic
 from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes, plan_annotations
 
@@ -188,12 +191,21 @@ def label_coco(
     if not Path(checkpoint).is_file():
         raise ValueError(f"{checkpoint}: labeler checkpoint not found")
     digest = input_hash(boxes_path, checkpoint, options, image_root, num_shards) if shard_dir else ""
-    loaded: list[Any] = [predictor] if predictor is not None else []
+    loaded: dict[str, Any] = {"given": predictor} if predictor is not None else {}
+    base = resolve_device(options.device, "pseudo_label.device") if predictor is None else None
+    n_gpus = torch.cuda.device_count() if base is not None and base.type == "cuda" and base.index is None else 0
 
-    def factory() -> Predictor:
-        if not loaded:
-            loaded.append(Predictor(checkpoint, options.which, options.flip_tta, options.device))
-        return loaded[0]
+    def device_of(i: int) -> str:
+        """auto / plain cuda: shard i on cuda:{i % n_gpus} (LOCAL_RANK wins); cpu and cuda:N stay put."""
+        return shard_device(i, n_gpus) if n_gpus > 1 else str(base)
+
+    def factory(i: int) -> Predictor:
+        key = "given" if predictor is not None else device_of(i)
+        if key not in loaded:
+            loaded[key] = Predictor(checkpoint, options.which, options.flip_tta, key)
+            if n_gpus > 1:
+                log_device(f"pseudo_label shard {i}/{num_shards}", key, amp=True)
+        return loaded[key]
 
     indices = [shard_index] if shard_index is not None else list(range(num_shards))
     results, reused = [], 0
@@ -205,7 +217,7 @@ def label_coco(
             continue
         if not run_missing:
             raise ValueError(f"{shard_dir}: shard {i} of {num_shards} is missing or stale; run it first")
-        res = run_shard(coco, boxes_path, factory, options, i, num_shards, image_root)
+        res = run_shard(coco, boxes_path, lambda i=i: factory(i), options, i, num_shards, image_root)
         if shard_dir is not None:
             out_file, marker = shard_paths(shard_dir, i, num_shards)
             write_json_atomic(out_file, {"input_hash": digest, **res})
