@@ -35,6 +35,7 @@ OPTION_KEYS = (
     "flip_tta",
     "batch_size",
     "num_workers",
+    "paste_threads",
     "min_box_side",
     "device",
     "allow_skips",

@@ -9,6 +9,7 @@ path in a prepared file would change its hash on B and defeat the cache of every
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def test_clone_b_restores_what_clone_a_pushed(tmp_path: Path) -> None:
     run_a = _clone(origin, a)
     out_a = run_a("dvc", "repro", *LABELER_HALF)
     assert _ran(out_a) == set(LABELER_HALF), out_a
+    assert "pseudo_label: device cpu" in out_a or "pseudo_label: device cuda" in out_a  # every stage says where
     run_a("dvc", "push", "--run-cache")
     # DVC pushes the run entries but not the objects of cache: false outs (metrics): without them no clone can
     # restore the stage. pipeline.run_cache pushes every object the entries name.
@@ -74,6 +76,7 @@ def test_clone_b_restores_what_clone_a_pushed(tmp_path: Path) -> None:
         assert f"Stage '{stage}' is cached - skipping run" in out_b, out_b
         assert not list((b / ".work" / "timings" / stage.split("@")[0]).glob("*.json")), stage  # script never ran
     assert {"train_detector@vit_tiny-mask_rcnn_R18_demo", "paper_table"} <= ran_b, out_b
+    assert re.search(r"^train_detector vit_tiny__mask_rcnn_R18_demo: device (cpu|cuda)", out_b, re.M), out_b
     assert "Data and pipelines are up to date." in run_b("dvc", "status")
 
     lock_b = yaml.safe_load((b / "dvc.lock").read_text())["stages"]

@@ -119,3 +119,16 @@ def test_dataloader_workers_give_identical_output(tmp_path: Path) -> None:
         for n in (0, 2)
     ]
     assert res[0]["annotations"] == res[1]["annotations"] and len(res[0]["annotations"]) == 8
+
+
+def test_paste_threads_leave_the_output_byte_identical(shapes_dir: Path, tmp_path: Path) -> None:
+    src = shapes_dir / "train_boxes.json"
+    outs = []
+    for threads in (1, 3):
+        out = tmp_path / f"out{threads}.json"
+        opts = LabelOptions(threshold=0.5, paste_threads=threads, **{**QUIET, "batch_size": 2})  # many in flight
+        label_coco(src, tiny_checkpoint(), out, opts, image_root=shapes_dir)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    with pytest.raises(ValueError, match="paste_threads >= 1"):
+        LabelOptions(paste_threads=0)

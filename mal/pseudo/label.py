@@ -58,6 +58,7 @@ class LabelOptions:
     flip_tta: bool = False  # average with the horizontally flipped crop's prediction
     batch_size: int = 32
     num_workers: int = 0  # DataLoader workers reading + cropping images
+    paste_threads: int = 1  # threads pasting + RLE-encoding batches beside the forward (cv2 releases the GIL)
     min_box_side: float = 2.0  # boxes with w or h (after clipping) below this get the box mask
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     allow_skips: bool = True  # False: a missing image / unknown image id / invalid bbox is an error
@@ -68,9 +69,10 @@ class LabelOptions:
             raise ValueError(f"which must be one of {WHICH}, got {self.which!r}")
         if not 0.0 <= float(self.threshold) < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
-        if int(self.batch_size) < 1 or int(self.num_workers) < 0:
+        if int(self.batch_size) < 1 or int(self.num_workers) < 0 or int(self.paste_threads) < 1:
             raise ValueError(
-                f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}"
+                f"batch_size must be >= 1, num_workers >= 0 and paste_threads >= 1, got {self.batch_size}, "
+                f"{self.num_workers}, {self.paste_threads}"
             )
         if float(self.expand) < 1.0:
             raise ValueError(f"expand must be >= 1, got {self.expand}")
@@ -78,7 +80,7 @@ class LabelOptions:
     def identity(self) -> dict[str, Any]:
         """The options that change the output (for the shard input hash)."""
         d = asdict(self)
-        for k in ("batch_size", "num_workers", "device", "show_progress"):
+        for k in ("batch_size", "num_workers", "paste_threads", "device", "show_progress"):
             d.pop(k)
         return d
 
@@ -271,8 +273,9 @@ class _Labelling:
         probs = self.predictor(crops, areas)
         self.model_seconds += time.perf_counter() - t
         # cv2/numpy/pycocotools work of this batch overlaps the labeler's forward on the next one (the
-        # forward leaves gaps on the cores between small ops); at most two batches wait, bounding memory
-        self.collect(keep=1)
+        # forward leaves gaps on the cores between small ops); at most paste_threads + 1 batches wait, bounding
+        # memory. Results land in a dict by annotation id, so the thread count cannot change the output.
+        self.collect(keep=int(self.options.paste_threads))
         self.pasting.append(paster.submit(self._paste_batch, list(self.pending), probs))
         self.pending.clear()
 
@@ -303,7 +306,7 @@ class _Labelling:
         ``self.done``. Shared by :func:`label_images` and the in-memory :class:`mal.pseudo.api.Labeler`."""
         bar = tqdm(total=sum(len(ps) for _, ps in self.items), desc="pseudo-labels", unit="box",
                    disable=not self.options.show_progress)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mal-paste") as paster:
+        with ThreadPoolExecutor(max_workers=int(self.options.paste_threads), thread_name_prefix="mal-paste") as paster:
             for item in items:
                 bar.update(self.add_image(item, paster))
             self.flush(paster)
