@@ -26,7 +26,7 @@ from mal.common.params import load_params
 from mal.common.paths import image_roots, templated, timings_path
 from mal.labeler.model import checkpoint_mask_threshold
 from mal.pseudo.label import LabelOptions
-from mal.pseudo.shards import label_coco
+from mal.pseudo.shards import label_coco, run_shard_processes
 
 OPTION_KEYS = (
     "threshold",
@@ -58,6 +58,15 @@ def options_from_params(
     return LabelOptions(**opts, show_progress=show_progress)
 
 
+def shard_processes(cfg: dict[str, Any], device: torch.device, num_shards: int) -> int:
+    """How many shard processes the stage runs at once: ``pseudo_label.shard_processes``, or with 0 (auto) one
+    per GPU when the device is plain ``cuda`` and there are several GPUs (else 1: shards run in this process)."""
+    want = int(cfg.get("shard_processes", 0) or 0)
+    if want <= 0:
+        want = torch.cuda.device_count() if device.type == "cuda" and device.index is None else 1
+    return max(min(want, num_shards), 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--labeler", required=True, help="labeler name (key of params labeler.models)")
@@ -71,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     if int(cfg.get("num_threads", 0) or 0) > 0:
         torch.set_num_threads(int(cfg["num_threads"]))
     options = options_from_params(cfg, checkpoint=paths["checkpoint"])
-    log_device("pseudo_label", resolve_device(options.device, "pseudo_label.device"), amp=True)  # fails early
+    device = resolve_device(options.device, "pseudo_label.device")  # a GPU asked for but absent fails here
+    log_device("pseudo_label", device, amp=True)
     num_shards = int(args.num_shards if args.num_shards is not None else cfg.get("num_shards", 1))
+    processes = shard_processes(cfg, device, num_shards)
+    if args.shard_index is None and processes > 1:  # label the shards concurrently, then merge them below
+        run_shard_processes(lambda i: [sys.executable, __file__, *(argv or sys.argv[1:]), "--num-shards",
+                                       str(num_shards), "--shard-index", str(i)], num_shards, processes)
     report = label_coco(
         paths["boxes_json"],
         paths["checkpoint"],

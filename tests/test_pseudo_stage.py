@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import torch
 import yaml
 
 from mal.common.images import image_path
@@ -52,3 +53,28 @@ def test_pseudo_label_stage_writes_output_and_metrics(shapes_dir: Path, tmp_path
     assert mod.main(["--labeler", "tiny", "--params", str(tmp_path / "params.yaml")]) == 0  # re-run: reuses
     assert json.loads((timings / "pseudo_label" / "tiny.json").read_text())["shards_reused"] == 1
     assert "shards_reused" not in json.loads((tmp_path / "metrics" / "tiny.json").read_text())  # not a result
+
+
+def test_shard_processes_label_concurrently_with_the_same_output(shapes_dir: Path, tmp_path: Path) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    spec = importlib.util.spec_from_file_location("stage_pl2", REPO / "stages" / "pseudo_label.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    outs = {}
+    for procs in (1, 2):  # 1: the shards in this process; 2: two child processes, then the merge here
+        run = tmp_path / f"p{procs}"
+        cfg = {**params["pseudo_label"], "boxes_json": str(shapes_dir / "train_boxes.json"),
+               "checkpoint": str(tiny_checkpoint()), "out_json": str(run / "{labeler}.json"),
+               "metrics": str(run / "m.json"), "shard_dir": str(run / "work"), "device": "cpu",
+               "num_shards": 3, "shard_processes": procs}
+        data = {**params["data"], "out_dir": str(shapes_dir)}
+        (run / "params.yaml").parent.mkdir(parents=True)
+        (run / "params.yaml").write_text(yaml.safe_dump({"pseudo_label": cfg, "data": data,
+                                                         "timings_dir": str(run / "t")}))
+        assert mod.main(["--labeler", "tiny", "--params", str(run / "params.yaml")]) == 0
+        outs[procs] = ((run / "tiny.json").read_bytes(), (run / "m.json").read_bytes())
+        timings = json.loads((run / "t" / "pseudo_label" / "tiny.json").read_text())
+        assert (timings["shards_run"], timings["shards_reused"]) == ((3, 0) if procs == 1 else (0, 3))
+    assert outs[1] == outs[2]
+    assert mod.shard_processes({"shard_processes": 0}, torch.device("cpu"), 3) == 1  # auto: one per GPU (cuda)
+    assert mod.shard_processes({"shard_processes": 8}, torch.device("cpu"), 3) == 3

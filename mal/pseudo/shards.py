@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,26 @@ def shard_is_done(shard_dir: str | Path, index: int, num_shards: int, digest: st
         return json.loads(marker.read_text()).get("input_hash") == digest
     except (json.JSONDecodeError, OSError, AttributeError):
         return False
+
+
+def run_shard_processes(argv_of: Callable[[int], list[str]], num_shards: int, processes: int) -> None:
+    """Run shards ``0..num_shards-1`` as subprocesses (``argv_of(i)``), ``processes`` at a time: slot ``g`` runs
+    shards ``g, g + P, g + 2P, ...`` in turn, so with P GPUs each slot stays on ``cuda:g``
+    (:func:`mal.common.devices.shard_device`). Raises ``RuntimeError`` naming the failed shards."""
+    failed: list[int] = []
+
+    def slot(g: int) -> None:
+        for i in range(g, num_shards, processes):
+            if subprocess.run(argv_of(i)).returncode != 0:
+                failed.append(i)
+
+    threads = [threading.Thread(target=slot, args=(g,)) for g in range(min(processes, num_shards))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failed:
+        raise RuntimeError(f"pseudo-labelling shards {sorted(failed)} of {num_shards} failed (their output above)")
 
 
 def _check_shards(num_shards: int, shard_index: int | None) -> None:
