@@ -20,6 +20,13 @@ Tunables (read from the ``prefect:`` section of ``params_file``; defaults below 
       retry_delay_seconds: 30
       gpu_tag: mal-gpu          # tag of GPU stages = name of the global concurrency limit they occupy
       gpu_stages: ["train_labeler*", "pseudo_label*", "train_detector*", "evaluate*"]  # fnmatch
+      gpus_per_worker: 1        # GPUs of one flow run's pod (= the deployment's gpu_count); a GPU stage
+                                # uses all of them and holds that many slots of the gpu_tag limit
+
+Stages of one flow run run one at a time (the workspace lock of :mod:`pipeline.dvc_runner`), so a GPU stage
+has its pod's GPUs to itself: train_detector launches one process per visible GPU. The ``gpu_tag`` limit
+therefore counts GPUs (``--limit`` = the GPUs all workers may use together), each stage occupying
+``gpus_per_worker`` slots.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "retry_delay_seconds": 30,
     "gpu_tag": "mal-gpu",
     "gpu_stages": list(DEFAULT_GPU_STAGES),
+    "gpus_per_worker": 1,
 }
 
 
@@ -85,15 +93,16 @@ def dvc_stage(
     pull: bool = False,
     push: bool = False,
     gpu_limit: str | None = None,
+    gpu_slots: int = 1,
 ) -> dict:
     """Reproduce one DVC stage (``dvc repro --single-item``), streaming DVC's output to the Prefect log.
 
-    ``gpu_limit``: name of a Prefect global concurrency limit; one slot is held while DVC runs (taken
-    after the workspace lock). With ``push`` the stage outputs and DVC's run-cache go to the default DVC
-    remote afterwards, so other workers' clones restore this stage instead of re-running it.
+    ``gpu_limit``: name of a Prefect global concurrency limit; ``gpu_slots`` slots (the pod's GPUs) are held
+    while DVC runs (taken after the workspace lock). With ``push`` the stage outputs and DVC's run-cache go to
+    the default DVC remote afterwards, so other workers' clones restore this stage instead of re-running it.
     """
     logger = get_run_logger()
-    gate = (lambda: concurrency(gpu_limit, occupy=1)) if gpu_limit else None
+    gate = (lambda: concurrency(gpu_limit, occupy=gpu_slots)) if gpu_limit else None
     result: StageResult = repro_stage(stage, repo_dir, log=logger.info, force=force, pull=pull, gate=gate)
     if push:
         with repro_lock(repo_dir):
@@ -160,6 +169,7 @@ def mal_pipeline(
         )
         futures[stage] = configured.submit(
             stage=stage, repo_dir=str(repo), force=force, pull=pull, push=push, gpu_limit=gpu_limit,
+            gpu_slots=int(settings["gpus_per_worker"]),
             wait_for=[futures[u] for u in dag.upstream[stage]],
         )
     wait(list(futures.values()))

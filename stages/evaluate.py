@@ -1,11 +1,13 @@
-"""DVC stage `evaluate`: COCO box + mask AP of a trained detector on the validation GT (pycocotools).
+"""DVC stage `evaluate`: COCO (pycocotools) or LVIS (lvis API) box + mask AP of a trained detector on the val GT.
 
     python stages/evaluate.py --detector mask_rcnn_R18_demo --masks gt
 
 Reads `<detector.out_dir>/<masks>__<detector>/` (model_final.pth, config.yaml, train_info.json) and writes
 `<evaluate.metrics_dir>/<masks>__<detector>.json`: flat numbers in percent — mask_AP, mask_AP50, mask_AP75,
 mask_APs/m/l, mask_AR*, the same with box_, num_predictions. A statistic COCO cannot compute (no objects of that
-size) is null. Wall-clock time goes to `<timings_dir>/evaluate/<masks>__<detector>.json` (git-ignored).
+size) is null. An LVIS val set (`evaluate.evaluator: auto` detects it; `coco` | `lvis` force one) is scored
+federated and adds mask_/box_APr, APc, APf (mal/detection/lvis_eval.py). Wall-clock time goes to
+`<timings_dir>/evaluate/<masks>__<detector>.json` (git-ignored).
 Retention (pseudo / gt mask_AP of the same detector) is computed by the paper_table stage.
 """
 
@@ -23,7 +25,8 @@ from mal.common.devices import log_device, resolve_num_gpus
 from mal.common.files import write_json_atomic
 from mal.common.params import load_params
 from mal.common.paths import detector_cell, detector_metrics, image_roots, timings_path
-from mal.detection.coco_eval import evaluate_predictions
+from mal.detection.lvis_eval import evaluate_val
+from mal.detection.params import check_evaluate_params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     params = load_params(args.params)
     dparams, eparams = params["detector"], params["evaluate"]
+    check_evaluate_params(eparams)
     cell = detector_cell(args.masks, args.detector)
     model_dir = Path(dparams["out_dir"]) / cell
     cfg = det.load_cfg(model_dir / "config.yaml")
@@ -44,12 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     preds = det.predict(cfg, model_dir / "model_final.pth", eparams["val_json"],
                         image_roots(params["data"])["val"], num_threads=int(eparams.get("num_threads", 0)), device=device)
-    metrics = evaluate_predictions(eparams["val_json"], preds, max_dets=int(eparams.get("max_dets", 100)))
+    evaluator, metrics = evaluate_val(eparams["val_json"], preds, evaluator=str(eparams.get("evaluator", "auto")),
+                                      max_dets=int(eparams.get("max_dets", 100)))
     out = detector_metrics(params, args.masks, args.detector)
     write_json_atomic(out, metrics, indent=2)
     timings = {"eval_time_s": round(time.perf_counter() - t0, 1)}
     write_json_atomic(timings_path(params, "evaluate", cell), timings, indent=2)
-    print(f"evaluate: {cell}: mask_AP {metrics['mask_AP']} box_AP {metrics['box_AP']} -> {out}")
+    print(f"evaluate: {cell} ({evaluator}): mask_AP {metrics['mask_AP']} box_AP {metrics['box_AP']} -> {out}")
     return 0
 
 

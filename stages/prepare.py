@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mal.common.params import load_params
-from mal.datasets.prepare import prepare
+from mal.common.params import check_keys, load_params
+from mal.datasets.prepare import BUILDERS, prepare
+
+DATA_KEYS = ("dataset", "out_dir", "metrics", "min_train_box_area", "min_train_box_side", *BUILDERS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
+    check_keys(params["data"], DATA_KEYS, "params: data")
     metrics = prepare(params, params["data"]["metrics"])
     for split in ("train", "val"):
         m = metrics[split]

@@ -22,7 +22,7 @@ import torch
 
 from mal.common.devices import log_device, resolve_device
 from mal.common.files import write_json_atomic
-from mal.common.params import load_params
+from mal.common.params import check_keys, load_params
 from mal.common.paths import image_roots, templated, timings_path
 from mal.labeler.model import checkpoint_mask_threshold
 from mal.pseudo.label import LabelOptions
@@ -40,6 +40,7 @@ OPTION_KEYS = (
     "device",
     "allow_skips",
 )
+PATH_KEYS = ("boxes_json", "checkpoint", "out_json", "metrics", "shard_dir")
 # wall-clock numbers of the report: written apart from the metrics (an identical re-run leaves git clean)
 # and how many shards this run labelled vs reused from .work/ (depends on what an earlier run left there)
 TIMING_KEYS = ("model_seconds", "seconds", "shards_run", "shards_reused")
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     cfg = params["pseudo_label"]
-    paths = templated(cfg, ("boxes_json", "checkpoint", "out_json", "metrics", "shard_dir"), args.labeler)
+    check_keys(cfg, (*OPTION_KEYS, *PATH_KEYS, "num_shards", "num_threads"), "params: pseudo_label")
+    paths = templated(cfg, PATH_KEYS, args.labeler)
     if int(cfg.get("num_threads", 0) or 0) > 0:
         torch.set_num_threads(int(cfg["num_threads"]))
     options = options_from_params(cfg, checkpoint=paths["checkpoint"])

@@ -10,7 +10,9 @@ goes to `<out_dir>/<masks>__<detector>/`: model_final.pth (weights only), config
 (all reproduced exactly by an identical re-run); detectron2's log.txt and per-iteration train_log.jsonl and the
 wall-clock timings go to `<timings_dir>/train_detector/` (git-ignored); loss/lr curves for `dvc plots` go to
 `<detector.live_dir>/<masks>__<detector>/` (dvclive).
-Multi-GPU: `--num-gpus N` (detectron2 launch).
+Multi-GPU: `--num-gpus N` (detectron2 launch; default: every visible GPU). With `detector.train.reference_world_size`
+R (paper profile: 8, the zoo's), batch, lr and iterations are scaled to N GPUs x machines (same images per GPU,
+same epochs; `mal.detection.detector.scale_to_world_size`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mal.common.devices import log_device, resolve_num_gpus
 from mal.common.files import write_json_atomic
 from mal.common.params import load_params
 from mal.common.paths import detector_cell, image_roots, timings_path
+from mal.detection.params import check_detector_params
 
 
 def train_json_for(dparams: dict, masks: str) -> Path:
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     params = load_params(args.params)
     dparams = params["detector"]
+    check_detector_params(dparams, backbones={s.backbone for s in det.DETECTORS.values() if s.profile == "paper"})
     det.get_spec(args.detector)
     train_json = train_json_for(dparams, args.masks)
     if not train_json.is_file():
@@ -109,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.opts:
         cfg.merge_from_list(args.opts)
     log_device(f"train_detector {cell}", cfg.MODEL.DEVICE, amp=cfg.SOLVER.AMP.ENABLED, num_gpus=num_gpus)
+    # the zoo schedule is for 8 GPUs x 2 images: on another world size, the same epochs (linear scaling)
+    cfg = det.scale_to_world_size(cfg, max(num_gpus, 1) * args.num_machines)
     info, timings = det.train(cfg, train_json, image_root, work, num_gpus=max(num_gpus, 1),
                               num_machines=args.num_machines, machine_rank=args.machine_rank,
                               dist_url=args.dist_url, num_threads=int(dparams.get("num_threads", 0)),

@@ -187,3 +187,39 @@ def test_resume_fingerprint_covers_training_data(shapes_dir: Path, tmp_path: Pat
     data["annotations"] = data["annotations"][:-1]
     train.write_text(json.dumps(data))
     assert det.run_fingerprint(cfg, train) != before
+
+
+def test_paper_schedule_scales_to_the_world_size() -> None:
+    """The zoo 3x schedule (8 GPUs x 2 images) on N GPUs: same images per GPU and epochs (linear scaling)."""
+    paper = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text())["detector"])
+    paper["train"] = {"ims_per_batch": 16, "checkpoint_period": 5000, "reference_world_size": 8}
+    paper["pretrained"] = {"R50": "none"}
+    cfg = det.build_cfg("mask_rcnn_R50_FPN_3x", None, "out", paper)
+    assert cfg.MODEL.WEIGHTS == ""  # `none`: random init, nothing downloaded
+    one = det.scale_to_world_size(cfg, 1)
+    assert (one.SOLVER.IMS_PER_BATCH, one.SOLVER.BASE_LR, one.SOLVER.MAX_ITER) == (2, 0.0025, 8 * 270000)
+    assert tuple(one.SOLVER.STEPS) == (8 * 210000, 8 * 250000) and one.SOLVER.WARMUP_ITERS == 8 * 1000
+    assert det.scale_to_world_size(one, 1) == one  # the trainer's own call is then a no-op
+    eight = det.scale_to_world_size(cfg, 8)
+    assert (eight.SOLVER.IMS_PER_BATCH, eight.SOLVER.BASE_LR, eight.SOLVER.MAX_ITER) == (16, 0.02, 270000)
+    sixteen = det.scale_to_world_size(cfg, 16)
+    assert (sixteen.SOLVER.IMS_PER_BATCH, sixteen.SOLVER.MAX_ITER) == (32, 135000)
+    paper["pretrained"] = {"R50": None}
+    assert det.build_cfg("mask_rcnn_R50_FPN_3x", None, "out", paper).MODEL.WEIGHTS.startswith("detectron2://")
+    paper["train"] = {"ims_per_batch": 12, "reference_world_size": 8}
+    with pytest.raises(ValueError, match="ims_per_batch 12 is not divisible by reference_world_size 8"):
+        det.scale_to_world_size(det.build_cfg("mask_rcnn_R50_FPN_3x", None, "out", paper), 1)
+
+
+def test_unknown_detector_param_keys_are_rejected() -> None:
+    from mal.detection.params import check_detector_params
+
+    dparams = yaml.safe_load((REPO / "params.yaml").read_text())["detector"]
+    check_detector_params(dparams, backbones={"R50", "R101", "X101"})
+    for section, bad in (("train", "max_iters"), ("demo_arch", "dept"), ("pretrained", "R152")):
+        broken = copy.deepcopy(dparams)
+        broken[section][bad] = 1
+        with pytest.raises(ValueError, match=rf"detector.{section}: unknown keys \['{bad}'\]"):
+            check_detector_params(broken, backbones={"R50", "R101", "X101"})
+    with pytest.raises(ValueError, match=r"detector.models.x: unknown keys \['lr'\]"):
+        check_detector_params({**dparams, "models": {"x": {"lr": 1}}})

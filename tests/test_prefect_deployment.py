@@ -201,7 +201,7 @@ def test_prefect_deployment_runs_dvc_stages_then_skips_them(tmp_path: Path) -> N
         gpu = _api(url, "/deployments/name/mal-pipeline/mal-pipeline")
         assert gpu["work_pool_name"] == "mal-gpu-pool"
         assert gpu["job_variables"]["image"] == "registry.example.org/mal:gpu"
-        assert gpu["job_variables"]["gpu_count"] == 1
+        assert gpu["job_variables"]["gpu_count"] == 8  # a whole node (params prefect.gpus_per_worker)
         clone = gpu["pull_steps"][0]["prefect.deployments.steps.git_clone"]
         assert clone["repository"] == "https://git.example.org/mal.git" and clone["branch"] == "main"
         assert gpu["parameters"] == {"params_file": "params.yaml", "repo_dir": ".", "pull": True,

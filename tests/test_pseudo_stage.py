@@ -25,7 +25,6 @@ def test_pseudo_label_stage_writes_output_and_metrics(shapes_dir: Path, tmp_path
         out_json=str(tmp_path / "pseudo" / "{labeler}" / "train_pseudo.json"),
         metrics=str(tmp_path / "metrics" / "{labeler}.json"),
         shard_dir=str(tmp_path / "work" / "{labeler}"),
-        show_progress=False,
     )
     cfg["device"] = "cpu"
     data = {**params["data"], "out_dir": str(shapes_dir)}  # a built-in set: file_names relative to out_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,16 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     return params
 
 
+def check_keys(cfg: dict[str, Any] | None, known: Iterable[str], what: str) -> None:
+    """A key of ``cfg`` not in ``known`` is an error naming ``what`` (a renamed or misspelt param would
+    otherwise be ignored silently, e.g. a profile's key that no longer matches params.yaml)."""
+    known = set(known)
+    unknown = sorted(set(cfg or {}) - known)
+    if unknown:
+        raise ValueError(f"{what}: unknown keys {unknown} (known: {sorted(known)})")
+
+
 def with_defaults(cfg: dict[str, Any] | None, defaults: dict[str, Any], what: str) -> dict[str, Any]:
     """``{**defaults, **cfg}``; a key of ``cfg`` that ``defaults`` lacks is an error naming ``what``."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(defaults))
-    if unknown:
-        raise ValueError(f"{what}: unknown keys {unknown} (known: {sorted(defaults)})")
-    return {**defaults, **cfg}
+    check_keys(cfg, defaults, what)
+    return {**defaults, **dict(cfg or {})}

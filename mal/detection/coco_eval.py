@@ -79,7 +79,7 @@ def gt_as_predictions(gt: COCO, score: float = 1.0) -> list[dict[str, Any]]:
     return out
 
 
-def _check_predictions(gt: COCO, predictions: list[dict[str, Any]], iou_type: str) -> None:
+def check_predictions(gt: COCO, predictions: list[dict[str, Any]], iou_type: str) -> None:
     img_ids = set(gt.getImgIds())
     cat_ids = set(gt.getCatIds())
     for i, p in enumerate(predictions):
@@ -94,7 +94,19 @@ def _check_predictions(gt: COCO, predictions: list[dict[str, Any]], iou_type: st
             raise ValueError(f"prediction #{i}: missing field 'segmentation' (needed for mask AP)")
 
 
-def _clean(v: float) -> float | None:
+def task_predictions(predictions: list[dict[str, Any]], iou_type: str) -> list[dict[str, Any]]:
+    """Copies of ``predictions`` with only ``iou_type``'s geometry (``bbox`` | ``segm``).
+
+    As detectron2's COCOEvaluator: each task sees only its own geometry, so that a detection's area (for
+    APs/m/l) is the box area for box AP and the mask area for mask AP.
+    """
+    preds = copy.deepcopy(predictions)
+    for p in preds:
+        p.pop("segmentation" if iou_type == "bbox" else "bbox", None)
+    return preds
+
+
+def percent(v: float) -> float | None:
     return None if (v is None or math.isnan(v) or v < 0) else round(float(v) * 100.0, 4)
 
 
@@ -142,16 +154,12 @@ def evaluate_predictions(gt: str | Path | dict[str, Any] | COCO, predictions: li
         if not predictions:
             out.update({f"{task}_{n}": 0.0 for n in STAT_NAMES})
             continue
-        _check_predictions(coco_gt, predictions, iou_type)
-        preds = copy.deepcopy(predictions)
-        for p in preds:  # as detectron2's COCOEvaluator: each task sees only its own geometry, so that a
-            # detection's area (for APs/m/l) is the box area for box AP and the mask area for mask AP
-            p.pop("segmentation" if iou_type == "bbox" else "bbox", None)
+        check_predictions(coco_gt, predictions, iou_type)
         with contextlib.redirect_stdout(io.StringIO()):
-            coco_dt = coco_gt.loadRes(preds)
+            coco_dt = coco_gt.loadRes(task_predictions(predictions, iou_type))
             ev = COCOeval(coco_gt, coco_dt, iou_type)
             ev.params.maxDets = [1, 10, max_dets]
             ev.evaluate()
             ev.accumulate()
-        out.update({f"{task}_{n}": _clean(v) for n, v in zip(STAT_NAMES, summary_stats(ev), strict=True)})
+        out.update({f"{task}_{n}": percent(v) for n, v in zip(STAT_NAMES, summary_stats(ev), strict=True)})
     return out

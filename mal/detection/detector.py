@@ -40,6 +40,7 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from tqdm import tqdm
 
 from mal.common.files import atomic_path, file_sha256, fingerprint
+from mal.detection.params import NO_PRETRAINED
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +166,9 @@ def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Pa
     Schedule keys come from ``params['train']`` updated by ``params['models'][detector]`` (a missing or null
     key keeps the model-zoo 3x value). Demo detectors take ``params['demo_arch']``; paper detectors take the
     ImageNet backbone from ``params['pretrained'][backbone]`` (path or URL; null keeps the zoo's
-    ``detectron2://ImageNetPretrained/...``). ``opts`` (flat ``{KEY: value}`` detectron2 options, global then
-    per model) are applied last.
+    ``detectron2://ImageNetPretrained/...``, a download; ``none`` = random init, for smoke tests).
+    ``reference_world_size`` (the zoo's 8 GPUs) is applied by :func:`scale_to_world_size`. ``opts`` (flat
+    ``{KEY: value}`` detectron2 options, global then per model) are applied last.
     """
     spec = get_spec(detector)
     model_over = dict((params.get("models") or {}).get(detector) or {})
@@ -178,7 +180,15 @@ def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Pa
         _apply_demo(cfg, params["demo_arch"])
     else:
         weights = (params.get("pretrained") or {}).get(spec.backbone)
-        if weights:
+        if weights and str(weights).lower() == NO_PRETRAINED:  # random init: smoke tests, no download
+            cfg.MODEL.WEIGHTS = ""
+            # Random FrozenBN backbones (nothing normalises) diverge at once, Inf proposals by iteration 2: inputs
+            # normalised as the zoo's from-scratch configs (PIXEL_STD 1 suits MSRA weights only), gradients clipped
+            cfg.MODEL.PIXEL_STD = [57.375, 57.120, 58.395]
+            cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+            cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+            cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+        elif weights:
             cfg.MODEL.WEIGHTS = str(weights)
     if sched.get("weight_decay") is not None:
         cfg.SOLVER.WEIGHT_DECAY = float(sched["weight_decay"])
@@ -186,7 +196,7 @@ def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Pa
         cfg.SOLVER.OPTIMIZER = str(sched["optimizer"]).upper()
     for key, cfg_key in (("max_iter", "MAX_ITER"), ("ims_per_batch", "IMS_PER_BATCH"), ("base_lr", "BASE_LR"),
                          ("warmup_iters", "WARMUP_ITERS"), ("checkpoint_period", "CHECKPOINT_PERIOD"),
-                         ("lr_scheduler", "LR_SCHEDULER_NAME")):
+                         ("lr_scheduler", "LR_SCHEDULER_NAME"), ("reference_world_size", "REFERENCE_WORLD_SIZE")):
         if sched.get(key) is not None:
             setattr(cfg.SOLVER, cfg_key, type(getattr(cfg.SOLVER, cfg_key))(sched[key]))
     if sched.get("steps") is not None:  # fractions of max_iter
@@ -211,6 +221,22 @@ def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Pa
     if opts:
         cfg.merge_from_list([x for kv in opts.items() for x in (kv[0], str(kv[1]))])
     return cfg
+
+
+def scale_to_world_size(cfg: CfgNode, world_size: int) -> CfgNode:
+    """The schedule for ``world_size`` processes when ``SOLVER.REFERENCE_WORLD_SIZE`` (R) is set (non-zero).
+
+    detectron2's linear scaling (``DefaultTrainer.auto_scale_workers``): images per GPU stay
+    ``IMS_PER_BATCH / R``, so the batch and the lr scale by ``world_size / R`` and the iterations (steps,
+    warm-up, checkpoint period) by ``R / world_size`` -- the same epochs. The zoo 3x schedule (R = 8, batch 16)
+    on 1 GPU is batch 2, lr 0.0025, 2.16M iterations. Applied here, before training, so the published
+    config.yaml and train_info.json show the schedule that ran (the trainer's own call is then a no-op).
+    """
+    ref = int(cfg.SOLVER.REFERENCE_WORLD_SIZE)
+    if ref and cfg.SOLVER.IMS_PER_BATCH % ref:
+        raise ValueError(f"detector: ims_per_batch {cfg.SOLVER.IMS_PER_BATCH} is not divisible by "
+                         f"reference_world_size {ref}")
+    return DefaultTrainer.auto_scale_workers(cfg, int(world_size))
 
 
 # ---------------------------------------------------------------- training
@@ -309,7 +335,7 @@ def train(cfg: CfgNode, train_json: str | Path, image_root: str | Path, work_dir
     dt = time.perf_counter() - t0
     done = cfg.SOLVER.MAX_ITER - start_iter
     info = {"iterations": int(cfg.SOLVER.MAX_ITER), "ims_per_batch": int(cfg.SOLVER.IMS_PER_BATCH),
-            "device": cfg.MODEL.DEVICE}
+            "base_lr": float(cfg.SOLVER.BASE_LR), "world_size": num_gpus * num_machines, "device": cfg.MODEL.DEVICE}
     timings = {"resumed_from_iter": start_iter, "train_time_s": round(dt, 1),
                "s_per_iter": round(dt / max(done, 1), 4)}
     return info, timings
