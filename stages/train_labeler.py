@@ -65,6 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     if nproc > 1 and not launched_by_torchrun():
         return run_workers(Path(__file__).resolve(), list(sys.argv[1:] if argv is None else argv), nproc)
     _log_to_rank_file(params, args.labeler)
+    try:
+        _train(args, params, paths, train_cfg)
+    except BaseException:
+        logging.exception("train_labeler %s failed on rank %s", args.labeler, os.environ.get("RANK", "0"))
+        raise
+    dist_cleanup()
+    return 0
+
+
+def _train(args: argparse.Namespace, params: dict, paths: dict[str, Path], train_cfg: dict) -> None:
+    """Read the prepared boxes, train, and (rank 0) write the metrics and timings."""
+    models = params["labeler"]["models"]
     data = params["data"]
     roots = image_roots(data)
     train_json, val_json = prepared_json(data, "train_boxes"), prepared_json(data, "val_gt")
@@ -107,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(paths["metrics"], metrics, indent=2)
         write_json_atomic(timings_path(params, "train_labeler", args.labeler), timings, indent=2)
         logging.info("metrics: %s; timings: %s", metrics, timings)
-    dist_cleanup()
-    return 0
 
 
 if __name__ == "__main__":
