@@ -142,6 +142,23 @@ def test_mid_epoch_resume_matches_uninterrupted_run(data, tmp_path):
     assert full == resumed and full["steps"] == 4
 
 
+@pytest.mark.slow
+def test_persistent_loader_workers_make_each_epochs_samples(data):
+    """One loader for the whole run, its worker kept across epochs: the sampler's keys carry the epoch into a
+    worker that never sees set_epoch, so epoch 1's batch is epoch 1's crops, not epoch 0's again."""
+    _, train, _ = data
+    ds = BoxCropDataset(train, 32, 8, train=True)
+    sampler = EpochSampler(ds, num_replicas=1, rank=0, seed=0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=len(train), sampler=sampler, num_workers=1,
+                                         persistent_workers=True)
+    for epoch in (0, 1):
+        sampler.set_position(epoch)
+        batch = next(iter(loader))
+        ref = BoxCropDataset(train, 32, 8, train=True)
+        ref.set_epoch(epoch)
+        assert torch.equal(batch["student"], torch.stack([ref[i]["student"] for i in batch["index"].tolist()]))
+
+
 # ---------------------------------------------------------------- validation
 def _validate(rank: int, val: list, out: Path) -> None:
     torch.manual_seed(0)
