@@ -3,6 +3,11 @@
     python stages/train_labeler.py --params params.yaml --labeler vit_tiny
     torchrun --nproc_per_node 8 stages/train_labeler.py --params params.yaml --labeler vit_mae_base
 
+With ``labeler.train.num_gpus`` (auto | N) above 1 and no torchrun around it, the stage starts its N
+processes itself (mal/labeler/launch.py), so `dvc repro` and the Prefect tasks use every GPU; a failing
+process fails the stage. Each process logs to <timings_dir>/train_labeler/<name>/rank<k>.log; rank 0 writes
+the checkpoint, metrics and curves.
+
 Reads data/prepared/train_boxes.json (boxes only, the labeler never sees train masks) and val_gt.json;
 writes (labeler.paths) models/labeler/<name>/checkpoint.pt, metrics/train_labeler/<name>.json and the
 dvclive curves in metrics/train_labeler/<name>_plots/plots/metrics/*.tsv. A killed run resumes from
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,10 +30,20 @@ from mal.common.boxes import is_trainable  # noqa: E402
 from mal.common.coco_io import load_coco  # noqa: E402
 from mal.common.files import write_json_atomic  # noqa: E402
 from mal.common.params import load_params  # noqa: E402
-from mal.common.paths import image_roots, labeler_paths, prepared_json, timings_path  # noqa: E402
+from mal.common.paths import image_roots, labeler_paths, prepared_json, rank_log_path, timings_path  # noqa: E402
 from mal.labeler.data import box_records  # noqa: E402
 from mal.labeler.distributed import dist_cleanup  # noqa: E402
-from mal.labeler.train import train_labeler  # noqa: E402
+from mal.labeler.launch import launched_by_torchrun, resolve_num_processes, run_workers  # noqa: E402
+from mal.labeler.train import resolve_train_cfg, train_labeler  # noqa: E402
+
+
+def _log_to_rank_file(params: dict, labeler: str) -> None:
+    """Every process also logs to its own file (torchrun interleaves the processes' stderr)."""
+    path = rank_log_path(params, "train_labeler", labeler, int(os.environ.get("RANK", "0")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +60,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.labeler not in models:
         raise SystemExit(f"{args.params}: labeler.models has no '{args.labeler}' (have: {sorted(models)})")
     paths = labeler_paths(params, args.labeler)
+    train_cfg = resolve_train_cfg(lab.get("train"))
+    nproc = resolve_num_processes(train_cfg["num_gpus"], train_cfg["device"])
+    if nproc > 1 and not launched_by_torchrun():
+        return run_workers(Path(__file__).resolve(), list(sys.argv[1:] if argv is None else argv), nproc)
+    _log_to_rank_file(params, args.labeler)
+    try:
+        _train(args, params, paths, train_cfg)
+    except BaseException:
+        logging.exception("train_labeler %s failed on rank %s", args.labeler, os.environ.get("RANK", "0"))
+        raise
+    dist_cleanup()
+    return 0
+
+
+def _train(args: argparse.Namespace, params: dict, paths: dict[str, Path], train_cfg: dict) -> None:
+    """Read the prepared boxes, train, and (rank 0) write the metrics and timings."""
+    models = params["labeler"]["models"]
     data = params["data"]
     roots = image_roots(data)
     train_json, val_json = prepared_json(data, "train_boxes"), prepared_json(data, "val_gt")
@@ -70,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     metrics = train_labeler(
         models[args.labeler],
-        lab.get("train") or {},
+        train_cfg,
         train_records,
         val_records,
         out_checkpoint=paths["checkpoint"],
@@ -86,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(paths["metrics"], metrics, indent=2)
         write_json_atomic(timings_path(params, "train_labeler", args.labeler), timings, indent=2)
         logging.info("metrics: %s; timings: %s", metrics, timings)
-    dist_cleanup()
-    return 0
 
 
 if __name__ == "__main__":

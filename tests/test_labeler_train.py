@@ -49,7 +49,8 @@ def test_train_sample_is_seeded_and_teacher_is_unjittered(shapes):
     _, train, _ = shapes
     ds = BoxCropDataset(train, 32, 8, train=True, seed=0)
     a, b = ds[0], ds[0]
-    assert a["student"].shape == (3, 32, 32) and a["box_mask"].shape == (1, 8, 8)
+    assert a["student"].shape == (32, 32, 3) and a["box_mask"].shape == (1, 8, 8)
+    assert a["student"].dtype == torch.uint8  # normalised on the device (train_step)
     assert torch.equal(a["student"], b["student"]) and torch.equal(a["box_mask"], b["box_mask"])
     ds.set_epoch(1)
     assert not torch.equal(ds[0]["teacher"], a["teacher"])  # a new crop every epoch
@@ -61,7 +62,7 @@ def test_train_sample_is_seeded_and_teacher_is_unjittered(shapes):
     )
     p, f = plain[1], flip[1]
     assert torch.equal(p["student"], p["teacher"])  # no photometric aug -> the teacher view
-    assert torch.equal(f["teacher"], p["teacher"].flip(-1)) and torch.equal(
+    assert torch.equal(f["teacher"], p["teacher"].flip(-2)) and torch.equal(
         f["box_mask"], p["box_mask"].flip(-1)
     )
     jit = BoxCropDataset(train, 32, 8, train=True, aug={"jitter_p": 1, "flip_p": 0})

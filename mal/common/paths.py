@@ -61,3 +61,8 @@ def detector_metrics(params: dict[str, Any], masks: str, detector: str) -> Path:
 def timings_path(params: dict[str, Any], stage: str, name: str | None = None) -> Path:
     """Where a stage's timings go: outside git and DVC, so an identical re-run leaves the tree clean."""
     return Path(params["timings_dir"]) / stage / f"{name or stage}.json"
+
+
+def rank_log_path(params: dict[str, Any], stage: str, name: str, rank: int) -> Path:
+    """The log file of process ``rank`` of a data-parallel stage (beside its timings; no DVC out)."""
+    return Path(params["timings_dir"]) / stage / name / f"rank{int(rank)}.log"

@@ -4,6 +4,8 @@ Training samples use a random asymmetric context expansion, a shared horizontal 
 photometric augmentations and an un-jittered teacher view. Evaluation/labelling samples use the fixed 1.3x
 expansion. All randomness comes from ``numpy.random.default_rng([seed, epoch, index])``, so a sample is a
 pure function of (seed, epoch, index): identical across worker counts, processes and resumed runs.
+Crops leave the loader as uint8 (a quarter of float32's bytes through worker queues and host-to-device
+copies) and are normalised on the device (:func:`mal.labeler.model.normalize`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 from mal.common.images import image_path, read_image
 from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed, expand_box_random
-from mal.labeler.model import IMAGENET_MEAN, IMAGENET_STD, normalize
+from mal.labeler.model import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_AUG: dict[str, Any] = {
     "max_margin": 1.2,  # random context expansion, per-axis factor in [1, 1 + max_margin/2]
@@ -95,10 +97,13 @@ def photometric(img: np.ndarray, rng: np.random.Generator, aug: dict[str, Any]) 
 class BoxCropDataset(Dataset):
     """One sample per box.
 
-    ``train=True`` items: ``student`` / ``teacher`` 3xSxS float (normalised), ``box_mask`` 1xMxM,
-    ``box_area`` (original pixels), ``index``. ``train=False`` items: ``image`` 3xSxS, ``box_mask``,
-    ``box_area``, ``crop`` (x0, y0, x1, y1 of the 1.3x window), ``index``.
+    ``train=True`` items: ``student`` / ``teacher`` SxSx3 uint8 RGB, ``box_mask`` 1xMxM float,
+    ``box_area`` (original pixels), ``index``. ``train=False`` items: ``image`` SxSx3 uint8, ``box_mask``,
+    ``box_area``, ``crop`` (x0, y0, x1, y1 of the 1.3x window), ``index``. Normalise the images with
+    ``normalize(images, *dataset.norm)`` on the device.
     ``norm``: the labeler's input ``(mean, std)`` (:func:`mal.labeler.model.input_norm` of its cfg).
+    An item is ``dataset[index]`` (this epoch's sample, :meth:`set_epoch`) or ``dataset[(epoch, index)]``
+    (what :class:`EpochSampler` yields: worker processes that outlive an epoch need no ``set_epoch``).
     """
 
     def __init__(
@@ -143,7 +148,8 @@ class BoxCropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         rec = self.records[index]
         box = rec["ann"]["bbox"]
         image = self._read(rec["path"])
@@ -152,13 +158,13 @@ class BoxCropDataset(Dataset):
             crop = expand_box_fixed(box, self.expand)
             pix = crop_and_resize(image, crop, self.crop_size)
             return {
-                "image": normalize(pix, *self.norm)[0],
+                "image": torch.from_numpy(np.ascontiguousarray(pix)),
                 "box_mask": torch.from_numpy(box_mask_in_crop(box, crop, self.mask_size))[None],
                 "box_area": torch.tensor(area),
                 "crop": torch.tensor(crop),
                 "index": index,
             }
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         crop = expand_box_random(box, rng, self.aug["max_margin"])
         teacher = crop_and_resize(image, crop, self.crop_size)
         mask = box_mask_in_crop(box, crop, self.mask_size)
@@ -167,9 +173,37 @@ class BoxCropDataset(Dataset):
             mask = np.ascontiguousarray(mask[:, ::-1])
         student = photometric(teacher, rng, self.aug)
         return {
-            "student": normalize(student, *self.norm)[0],
-            "teacher": normalize(teacher, *self.norm)[0],
+            "student": torch.from_numpy(np.ascontiguousarray(student)),
+            "teacher": torch.from_numpy(np.ascontiguousarray(teacher)),
             "box_mask": torch.from_numpy(mask)[None],
             "box_area": torch.tensor(area),
             "index": index,
         }
+
+
+class EpochSampler(DistributedSampler):
+    """:class:`DistributedSampler` that yields ``(epoch, index)`` keys and can start mid-epoch.
+
+    :meth:`set_position` ``(epoch, start)``: this process's share of ``epoch`` (the usual seeded shuffle)
+    without its first ``start`` samples, so a run resumed after ``k`` steps continues at sample ``k * batch``.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        self.set_epoch(epoch)
+        self.start = int(start)
+
+    def __iter__(self):
+        epoch = self.epoch
+        return iter([(epoch, i) for i in list(super().__iter__())[self.start :]])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+
+def worker_init(_worker_id: int) -> None:
+    """DataLoader workers: OpenCV single-threaded (its pool times the workers oversubscribes the cores)."""
+    cv2.setNumThreads(0)

@@ -65,15 +65,17 @@ class AttentionDecoder(nn.Module):
         return logits
 
     def forward(self, grid: torch.Tensor, box_areas: torch.Tensor | None = None) -> torch.Tensor:
+        """``box_areas``: ``B`` float, best on the host (as the loader gives them): the buckets are computed
+        there, so the step needs no device-to-host sync."""
         q = self.query(grid.mean(dim=(2, 3)))
         if not self.bucket_rescale or box_areas is None:
             return self._logits(grid, q, 1.0)
-        buckets = size_bucket(box_areas.to(grid.device))
-        present = torch.unique(buckets).tolist()
+        buckets = size_bucket(box_areas.detach().cpu())
+        present = sorted(set(buckets.tolist()))
         if len(present) == 1:
             return self._logits(grid, q, BUCKET_SCALES[present[0]])
         out = grid.new_empty((grid.shape[0], 1, self.mask_size, self.mask_size))
         for b in present:
-            idx = (buckets == b).nonzero(as_tuple=True)[0]
+            idx = (buckets == b).nonzero(as_tuple=True)[0].to(grid.device, non_blocking=True)
             out[idx] = self._logits(grid[idx], q[idx], BUCKET_SCALES[b]).to(out.dtype)
         return out

@@ -1,10 +1,15 @@
-"""Process-group set-up for data-parallel training (``torchrun``) and RNG states that resume exactly.
+"""Process-group set-up for data-parallel training, its device choice, and RNG states that resume exactly.
 
+Processes come from ``torchrun`` (by hand, or started by the stage itself: :mod:`mal.labeler.launch`).
+Each process takes ``cuda:<LOCAL_RANK>`` with NCCL when every local process has a GPU of its own; with
+``device: cpu``, without CUDA, or with more local processes than visible GPUs, every process runs on the CPU
+with gloo (logged), so that no process picks a ``cuda:k`` that does not exist.
 RNG states are stored as tensors and plain lists, so a run state loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from typing import Any
@@ -13,18 +18,49 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+log = logging.getLogger(__name__)
 
-def dist_setup() -> tuple[int, int, torch.device]:
-    """Init the process group when launched by torchrun; returns (rank, world_size, device)."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(pref: str, local_world: int, local_rank: int) -> torch.device:
+    """The device of local process ``local_rank`` of ``local_world`` for ``pref`` (auto | cpu | cuda).
+
+    ``auto``: ``cuda:<local_rank>`` when there are at least ``local_world`` visible GPUs, else the CPU (with a
+    warning when GPUs exist but are too few). ``cuda``: as auto, but a ``ValueError`` instead of the CPU.
+    """
+    if pref not in DEVICES:
+        raise ValueError(f"labeler.train.device must be one of {DEVICES}, got {pref!r}")
+    if pref == "cpu":
+        return torch.device("cpu")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus >= local_world:
+        return torch.device(f"cuda:{local_rank}")
+    why = "no CUDA device is visible" if gpus == 0 else f"{local_world} processes > {gpus} visible GPU(s)"
+    if pref == "cuda":
+        raise ValueError(f"labeler.train.device: cuda, but {why}")
+    if gpus and local_rank == 0:
+        log.warning("%s: every process trains on the CPU with gloo (set labeler.train.num_gpus <= %d)", why, gpus)
+    return torch.device("cpu")
+
+
+def dist_setup(device_pref: str = "auto") -> tuple[int, int, torch.device]:
+    """Init the process group when launched by torchrun; returns (rank, world_size, device).
+
+    NCCL on CUDA, gloo on the CPU (:func:`resolve_device`).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
-    if cuda:
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    device = resolve_device(device_pref, local_world, local_rank)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
     rank = dist.get_rank() if dist.is_initialized() else 0
+    if world > 1:
+        log.info("rank %d of %d on %s (%s)", rank, world, device, dist.get_backend())
     return rank, world, device
 
 
@@ -37,6 +73,22 @@ def dist_cleanup() -> None:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def world_info() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised process group, ``(0, 1)`` without one."""
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every process's ``obj`` in rank order (``[obj]`` without a process group)."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def rng_state() -> dict[str, Any]:
@@ -63,7 +115,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
     p = state["python"]
     random.setstate((p[0], tuple(p[1]), p[2]))
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 

@@ -33,6 +33,23 @@ def _create(name: str, img_size: int, pretrained: bool, **kwargs: Any) -> nn.Mod
         return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
 
 
+def drop_unused_head(model: nn.Module) -> list[str]:
+    """Replace the classifier-side modules ``forward_features`` never runs (``head``, ``fc_norm``) by
+    ``nn.Identity`` where they hold parameters; returns the names replaced.
+
+    ``num_classes=0`` keeps e.g. ConvNeXt's ``head.norm`` (and a ViT's ``fc_norm`` with average pooling):
+    parameters without gradients, which DistributedDataParallel rejects on the second step (rather than
+    paying for ``find_unused_parameters``). Called after the weights are loaded, so none is reported missing.
+    """
+    dropped = []
+    for attr in ("head", "fc_norm"):
+        module = getattr(model, attr, None)
+        if isinstance(module, nn.Module) and any(True for _ in module.parameters()):
+            setattr(model, attr, nn.Identity())
+            dropped.append(attr)
+    return dropped
+
+
 def _is_path_like(value: str) -> bool:
     return os.sep in value or "/" in value or value.lower().endswith(WEIGHT_SUFFIXES)
 
@@ -101,6 +118,7 @@ class Encoder(nn.Module):
         self.model = _create(name, self.img_size, hub, **kwargs)
         if weights_file is not None:
             load_local_weights(self.model, weights_file)
+        drop_unused_head(self.model)
         self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
         self.out_channels = int(self.model.num_features)
         self.output_fmt = str(getattr(self.model, "output_fmt", "NCHW"))

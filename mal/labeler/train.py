@@ -1,43 +1,35 @@
 """The labeler training loop: student + EMA teacher, MIL + CRF losses, AdamW with warm-up + cosine.
 
-Device-agnostic (AMP only on CUDA); multi-process data parallel when launched by ``torchrun`` (NCCL on
-CUDA, gloo on CPU); a resumable run state after every epoch (model, teacher, optimiser, scaler, step,
-RNG states, history) so that a killed run resumes to the same weights as an uninterrupted one.
+Device-agnostic (AMP only on CUDA); data parallel on N processes (NCCL on CUDA, gloo on CPU) under
+``torchrun`` or the stage's own launcher (mal/labeler/launch.py); a resumable run state every
+``save_state_every_steps`` steps and after every epoch (mal/labeler/run_state.py), so that a killed run
+resumes, mid-epoch too, to the same weights as an uninterrupted one. Validation is sharded over the processes.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mal.common.files import fingerprint
 from mal.common.params import with_defaults
-from mal.labeler.data import BoxCropDataset
-from mal.labeler.distributed import barrier, dist_setup, rng_state, seed_everything, set_rng_state
+from mal.labeler.data import worker_init
+from mal.labeler.distributed import DEVICES, barrier
 from mal.labeler.evaluate import evaluate_labeler
 from mal.labeler.losses import crf_loss, mil_loss, ramp
-from mal.labeler.model import (
-    DEFAULT_MASK_THRESHOLD,
-    build_labeler,
-    input_norm,
-    read_checkpoint,
-    resolve_cfg,
-    save_checkpoint,
-)
-from mal.labeler.schedule import EMATeacher, build_optimizer, lr_at
+from mal.labeler.model import DEFAULT_MASK_THRESHOLD, input_norm, normalize, resolve_cfg, save_checkpoint
+from mal.labeler.run_state import Run, load_state, save_state, setup_run
+from mal.labeler.schedule import lr_at
 
 log = logging.getLogger(__name__)
+_POSTFIX_EVERY = 20  # steps between progress-bar loss reads (each read waits for the device)
 
 DEFAULT_TRAIN: dict[str, Any] = {
     "epochs": 10,
@@ -61,6 +53,9 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "mask_threshold": DEFAULT_MASK_THRESHOLD,
     "val_every": 1,
     "val_max_boxes": 0,  # 0 = every val box; else an evenly spaced subset (large sets, e.g. COCO)
+    "num_gpus": 1,  # processes the stage starts (mal.labeler.launch): "auto" = every visible GPU
+    "device": "auto",  # auto | cpu | cuda (mal.labeler.distributed.resolve_device)
+    "save_state_every_steps": 0,  # resumable state every N steps (0: after every epoch only)
     "num_workers": 0,
     "num_threads": 0,  # torch CPU threads; 0 = torch default
     "image_cache": 256,
@@ -73,6 +68,10 @@ def resolve_train_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
     cfg = with_defaults(cfg, DEFAULT_TRAIN, "labeler train cfg")
     if not 0.0 <= float(cfg["mask_threshold"]) < 1.0:
         raise ValueError(f"labeler train cfg: mask_threshold must be in [0, 1), got {cfg['mask_threshold']}")
+    if cfg["device"] not in DEVICES:
+        raise ValueError(f"labeler train cfg: device must be one of {DEVICES}, got {cfg['device']!r}")
+    if int(cfg["save_state_every_steps"]) < 0:
+        raise ValueError(f"labeler train cfg: save_state_every_steps must be >= 0, got {cfg['save_state_every_steps']}")
     return cfg
 
 
@@ -85,12 +84,22 @@ def train_step(
     cfg: dict[str, Any],
     device: torch.device,
     use_amp: bool,
+    norm: tuple[list[float], list[float]] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Forward + losses for one batch (no optimiser). Returns ``loss`` (with grad) and detached parts."""
+    """Forward + losses for one batch (no optimiser). Returns ``loss`` (with grad) and detached parts.
+
+    ``batch``: ``student`` / ``teacher`` ``B x S x S x 3`` uint8 (normalised here, on the device, with
+    ``norm``, default the student's :func:`input_norm`) or ``B x 3 x S x S`` float already normalised;
+    ``box_mask`` ``B x 1 x M x M``; ``box_area`` ``B`` (kept on the host: the decoder's size buckets).
+    """
+    if norm is None:
+        norm = input_norm(getattr(student, "module", student).cfg)
     s_img = batch["student"].to(device, non_blocking=True)
     t_img = batch["teacher"].to(device, non_blocking=True)
+    if s_img.dtype == torch.uint8:
+        s_img, t_img = normalize(s_img, *norm), normalize(t_img, *norm)
     box = batch["box_mask"].to(device, non_blocking=True)
-    areas = batch["box_area"].to(device, non_blocking=True)
+    areas = batch["box_area"]
     with torch.autocast(device_type=device.type, enabled=use_amp):
         s_logits = student(s_img, areas)
         with torch.no_grad():
@@ -113,137 +122,56 @@ def train_step(
 
 
 # ---------------------------------------------------------------- the run
-@dataclass
-class _Run:
-    """Everything one training process holds: models, optimiser state, data, schedule."""
-
-    model_cfg: dict[str, Any]
-    cfg: dict[str, Any]
-    rank: int
-    world: int
-    device: torch.device
-    use_amp: bool
-    student: torch.nn.Module
-    teacher: torch.nn.Module
-    ema: EMATeacher
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    train_ds: BoxCropDataset
-    val_ds: BoxCropDataset | None
-    sampler: DistributedSampler
-    per_rank: int
-    drop_last: bool
-    total_steps: int
-    warmup_steps: int
-    seed: int
-    run_id: str
-    step: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _setup(model_cfg: dict[str, Any], cfg: dict[str, Any], train_records: list[dict[str, Any]],
-           val_records: list[dict[str, Any]] | None, seed: int) -> _Run:
-    """Process group, models (seeded), optimiser, datasets and the step schedule of one process."""
-    rank, world, device = dist_setup()
-    if cfg["batch_size"] % world:
-        raise ValueError(f"labeler.train.batch_size {cfg['batch_size']} is not divisible by {world} processes")
-    per_rank = cfg["batch_size"] // world
-    if not train_records:
-        raise ValueError("labeler training: no training boxes (check data.min_train_box_* params)")
-    boxes = [(r["ann"]["id"], r["ann"]["bbox"], r["path"]) for r in train_records]
-    # mask_threshold is metadata only: changing it must not discard a resumable run.
-    run_id = fingerprint(model_cfg, {k: v for k, v in cfg.items() if k != "mask_threshold"}, seed, world, boxes)
-    use_amp = bool(cfg["amp"]) and device.type == "cuda"
-
-    seed_everything(seed)
-    student = build_labeler(model_cfg).to(device)
-    teacher = copy.deepcopy(student)
-    crop, mask = model_cfg["crop_size"], model_cfg["mask_size"]
-    norm = input_norm(student.cfg)  # resolved from the encoder's pretrained config when params leave it null
-    train_ds = BoxCropDataset(train_records, crop, mask, train=True, seed=seed, aug=cfg["aug"],
-                              image_cache=cfg["image_cache"], norm=norm)
-    if val_records and 0 < int(cfg["val_max_boxes"]) < len(val_records):  # evenly spaced subset (COCO)
-        keep = np.linspace(0, len(val_records) - 1, int(cfg["val_max_boxes"])).round().astype(int)
-        val_records = [val_records[i] for i in keep]
-    val_ds = (BoxCropDataset(val_records, crop, mask, train=False, image_cache=cfg["image_cache"], norm=norm)
-              if val_records else None)
-    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    drop_last = len(train_ds) // world >= per_rank
-    steps_per_epoch = (len(sampler) // per_rank) if drop_last else -(-len(sampler) // per_rank)
-    return _Run(
-        model_cfg, cfg, rank, world, device, use_amp, student, teacher, EMATeacher(teacher, cfg["ema_momentum"]),
-        build_optimizer(student, cfg["weight_decay"], cfg["betas"]),
-        torch.amp.GradScaler(device.type, enabled=use_amp), train_ds, val_ds, sampler, per_rank, drop_last,
-        total_steps=steps_per_epoch * int(cfg["epochs"]),
-        warmup_steps=int(round(cfg["warmup_epochs"] * steps_per_epoch)), seed=seed, run_id=run_id,
-    )
-
-
-def _resume(run: _Run, state_path: Path) -> int:
-    """Load a matching run state (same cfgs, data, seed, processes) into ``run``; returns the next epoch."""
-    if not state_path.is_file():
-        return 0
-    state = read_checkpoint(state_path, map_location="cpu")
-    if state.get("run_id") != run.run_id:
-        if run.rank == 0:
-            log.info("%s belongs to another run (cfg/data changed): starting fresh", state_path)
-        return 0
-    run.student.load_state_dict(state["student"])
-    run.teacher.load_state_dict(state["teacher"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    run.step, run.history = int(state["step"]), list(state["history"])
-    if run.rank == 0:
-        log.info("resuming %s at epoch %d (step %d)", state_path, int(state["epoch"]), run.step)
-    return int(state["epoch"])
-
-
-def _train_epoch(run: _Run, model: torch.nn.Module, epoch: int, progress: bool) -> dict[str, Any]:
-    """One pass over this process's share of the boxes; returns the epoch's record (means of the losses)."""
-    cfg = run.cfg
-    run.sampler.set_epoch(epoch)
-    run.train_ds.set_epoch(epoch)
-    loader = DataLoader(
+def _loader(run: Run) -> DataLoader:
+    """The training loader, built once: workers persist across epochs (the sampler tells them the epoch)."""
+    workers = int(run.cfg["num_workers"])
+    return DataLoader(
         run.train_ds, batch_size=run.per_rank, sampler=run.sampler, drop_last=run.drop_last,
-        num_workers=int(cfg["num_workers"]), pin_memory=run.device.type == "cuda",
-        generator=torch.Generator().manual_seed(run.seed * 100003 + epoch),
+        num_workers=workers, pin_memory=run.device.type == "cuda", persistent_workers=workers > 0,
+        worker_init_fn=worker_init if workers > 0 else None, generator=torch.Generator().manual_seed(run.seed),
     )
+
+
+def _train_epoch(run: Run, model: torch.nn.Module, loader: DataLoader, state_path: Path, progress: bool,
+                 stop_after_step: int | None) -> dict[str, Any] | None:
+    """The rest of epoch ``run.epoch`` (from step ``run.epoch_step``); returns the epoch's record (means of
+    the losses), or None when stopped by ``stop_after_step`` (a simulated kill)."""
+    cfg, norm = run.cfg, input_norm(run.student.cfg)
+    every = int(cfg["save_state_every_steps"])
+    run.sampler.set_position(run.epoch, run.epoch_step * run.per_rank)
+    if run.epoch_sums is None:  # loss sums on the device: read once per epoch, not every step
+        run.epoch_sums = torch.zeros(3, dtype=torch.float64, device=run.device)
     model.train()
-    sums = {"loss": 0.0, "mil": 0.0, "crf": 0.0}
-    t_epoch = time.time()
-    bar = tqdm(loader, desc=f"labeler epoch {epoch + 1}/{cfg['epochs']}",
-               disable=not (progress and run.rank == 0), leave=False)
-    lr = 0.0
+    t_epoch, steps_run, lr = time.time(), 0, 0.0
+    show = progress and run.rank == 0
+    bar = tqdm(loader, desc=f"labeler epoch {run.epoch + 1}/{cfg['epochs']}", disable=not show, leave=False)
     for batch in bar:
         lr = lr_at(run.step, cfg["lr_per_sample"] * cfg["batch_size"], run.total_steps, run.warmup_steps,
                    cfg["min_lr_ratio"])
         for g in run.optimizer.param_groups:
             g["lr"] = lr
-        out = train_step(model, run.teacher, batch, run.step, cfg, run.device, run.use_amp)
+        out = train_step(model, run.teacher, batch, run.step, cfg, run.device, run.use_amp, norm)
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(out["loss"]).backward()
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.ema.update(run.student)
-        run.step += 1
-        for k in sums:
-            sums[k] += float(out[k].detach())
-        bar.set_postfix(loss=f"{float(out['loss'].detach()):.3f}", lr=f"{lr:.2e}")
-    n = max(1, len(loader))
-    return {"epoch": epoch + 1, "step": run.step, "lr": lr, **{f"train_{k}": v / n for k, v in sums.items()},
-            "seconds_per_step": (time.time() - t_epoch) / n}
+        run.step, run.epoch_step, steps_run = run.step + 1, run.epoch_step + 1, steps_run + 1
+        run.epoch_sums += torch.stack([out["loss"].detach(), out["mil"], out["crf"]]).double()
+        if show and run.epoch_step % _POSTFIX_EVERY == 0:
+            bar.set_postfix(loss=f"{float(out['loss'].detach()):.3f}", lr=f"{lr:.2e}")
+        if every and run.step % every == 0 and run.epoch_step < run.steps_per_epoch and run.rank == 0:
+            save_state(run, state_path)
+        if stop_after_step is not None and run.step >= stop_after_step:
+            return None
+    sums = (run.epoch_sums / max(1, run.steps_per_epoch)).tolist()
+    run.epoch_sums = None
+    return {"epoch": run.epoch + 1, "step": run.step, "lr": lr,
+            **{f"train_{k}": v for k, v in zip(("loss", "mil", "crf"), sums, strict=True)},
+            "seconds_per_step": (time.time() - t_epoch) / max(1, steps_run)}
 
 
-def _save_state(run: _Run, state_path: Path, epoch: int) -> None:
-    """The resumable run state after ``epoch`` epochs (rank 0; rewritten atomically)."""
-    save_checkpoint(state_path, run.student, run.teacher, run.model_cfg, {
-        "epoch": epoch, "step": run.step, "run_id": run.run_id, "optimizer": run.optimizer.state_dict(),
-        "scaler": run.scaler.state_dict(), "rng": rng_state(), "history": run.history,
-    })
-
-
-def _final_metrics(run: _Run) -> dict[str, Any]:
+def _final_metrics(run: Run) -> dict[str, Any]:
     """The stage's metrics: the last epoch's val mIoU and losses, and the run's shape (no wall-clock number)."""
     final = run.history[-1] if run.history else {}
     metrics = {k: final[k] for k in ("val_miou", "val_miou_instance", "val_miou_box", "val_boxes") if k in final}
@@ -268,41 +196,50 @@ def train_labeler(
     resume: bool = True,
     stop_after_epoch: int | None = None,
     progress: bool = True,
+    stop_after_step: int | None = None,
 ) -> dict[str, Any]:
     """Train a labeler; returns the final metrics dict (rank 0; other ranks return ``{}``) with the run's
     wall-clock numbers under ``"timings"`` (kept out of the checkpoint).
 
-    ``state_path``: resumable run state rewritten atomically after every epoch; a matching state (same
-    cfgs, data and seed) is resumed when ``resume``. ``out_checkpoint``: the final student+teacher.
-    ``stop_after_epoch``: return after that many epochs as if killed (for tests).
+    ``state_path``: resumable run state rewritten atomically every ``save_state_every_steps`` steps and after
+    every epoch; a matching state (same cfgs, data, seed, processes, device type, AMP) is resumed when
+    ``resume``. ``out_checkpoint``: the final student+teacher. ``stop_after_epoch`` / ``stop_after_step``:
+    return ``{}`` after that many epochs / global steps as if killed (for tests).
     """
     model_cfg, cfg = resolve_cfg(model_cfg), resolve_train_cfg(train_cfg)
     if int(cfg["num_threads"]) > 0:
         torch.set_num_threads(int(cfg["num_threads"]))
-    run = _setup(model_cfg, cfg, train_records, val_records, seed)
+    run = setup_run(model_cfg, cfg, train_records, val_records, seed)
     state_path = Path(state_path)
-    start_epoch = _resume(run, state_path) if resume else 0
+    if resume:
+        load_state(run, state_path)
     model = run.student
     if run.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             run.student, device_ids=[run.device.index] if run.device.type == "cuda" else None)
     live = _open_live(live_dir, run.history) if run.rank == 0 and live_dir else None
+    loader = _loader(run)
     t_start = time.time()
-    for epoch in range(start_epoch, int(cfg["epochs"])):
-        record = _train_epoch(run, model, epoch, progress)
-        last = epoch + 1 == cfg["epochs"]
-        if run.rank == 0 and run.val_ds is not None and ((epoch + 1) % int(cfg["val_every"]) == 0 or last):
-            record.update(evaluate_labeler(run.student, run.val_ds, cfg["val_threshold"], max(run.per_rank, 16),
-                                           run.device))
+    while run.epoch < int(cfg["epochs"]):
+        record = _train_epoch(run, model, loader, state_path, progress, stop_after_step)
+        if record is None:
+            return {}
+        last = run.epoch + 1 == cfg["epochs"]
+        if run.val_ds is not None and ((run.epoch + 1) % int(cfg["val_every"]) == 0 or last):
+            # every process scores its share of the val boxes (no rank idles at a barrier for minutes)
+            record.update(evaluate_labeler(run.student, run.val_ds, cfg["val_threshold"],
+                                           max(run.per_rank, 16), run.device, amp=run.use_amp,
+                                           distributed=run.world > 1))
             run.student.train()
         run.history.append(record)
+        run.epoch, run.epoch_step = run.epoch + 1, 0
         if run.rank == 0:
             log.info("epoch %s", json.dumps(record))
             if live is not None:
                 _log_live(live, record)
-            _save_state(run, state_path, epoch + 1)
+            save_state(run, state_path)
         barrier()
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not last:
+        if stop_after_epoch is not None and run.epoch >= stop_after_epoch and not last:
             return {}
     if live is not None:
         live.end()
