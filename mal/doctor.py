@@ -114,7 +114,9 @@ def gpu_requests(params: dict[str, Any], gpus: int, env: dict[str, str]) -> list
             reqs.append((f"{key}: {device}", int(index) + 1 if index.isdigit() else 1))
     for key in ("labeler.train.num_gpus", "detector.num_gpus"):
         value = _get(params, key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        # the labeler's count is of training processes: one process is fine on the CPU; several ask for GPUs
+        least = 2 if key.startswith("labeler") and str(_get(params, "labeler.train.device")) != "cuda" else 1
+        if isinstance(value, int) and not isinstance(value, bool) and value >= least:
             reqs.append((f"{key}: {value}", value))
     train = _get(params, "detector.train") or {}
     if "max_iter" in train and train["max_iter"] is None:

@@ -18,6 +18,7 @@ import yaml
 
 from mal.common.boxes import is_trainable
 from mal.common.coco_io import load_coco
+from mal.common.devices import DeviceError
 from mal.datasets.shapes import build_shapes
 from mal.labeler.data import BoxCropDataset, EpochSampler, box_records
 from mal.labeler.distributed import resolve_device
@@ -72,7 +73,7 @@ def test_more_processes_than_gpus_run_on_the_cpu():
     for rank in range(gpus + 1):  # e.g. 2 processes on a 1-GPU box: never cuda:1
         assert resolve_device("auto", gpus + 1, rank) == torch.device("cpu")
     assert resolve_device("cpu", 1, 0) == torch.device("cpu")
-    with pytest.raises(ValueError, match="cuda"):
+    with pytest.raises(DeviceError, match="cuda"):
         resolve_device("cuda", gpus + 1, 0)
     with pytest.raises(ValueError, match="device must be one of"):
         resolve_device("gpu", 1, 0)

@@ -48,7 +48,8 @@ def cuda_diagnosis() -> str:
     return "; ".join(parts) + " (run `python -m mal doctor`)"
 
 
-def _cpu_fallback_warning(param: str) -> None:
+def warn_cpu_fallback(param: str) -> None:
+    """A loud WARNING when ``auto`` lands on the CPU of a machine that has NVIDIA devices."""
     if nvidia_present():
         log.warning("WARNING: %s: auto -> CPU although this machine has NVIDIA devices: %s", param, cuda_diagnosis())
 
@@ -61,7 +62,7 @@ def resolve_device(requested: str | None = "auto", param: str = "device") -> tor
     if req == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        _cpu_fallback_warning(param)
+        warn_cpu_fallback(param)
         return torch.device("cpu")
     if req == "cpu":
         return torch.device("cpu")
@@ -82,7 +83,7 @@ def resolve_num_gpus(requested: int | str | None = "auto", param: str = "num_gpu
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if requested is None or str(requested).strip().lower() == "auto":
         if n == 0:
-            _cpu_fallback_warning(param)
+            warn_cpu_fallback(param)
         return n
     try:
         want = int(requested)

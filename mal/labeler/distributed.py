@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from mal.common.devices import DeviceError, cuda_diagnosis, warn_cpu_fallback
+
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -27,7 +29,8 @@ def resolve_device(pref: str, local_world: int, local_rank: int) -> torch.device
     """The device of local process ``local_rank`` of ``local_world`` for ``pref`` (auto | cpu | cuda).
 
     ``auto``: ``cuda:<local_rank>`` when there are at least ``local_world`` visible GPUs, else the CPU (with a
-    warning when GPUs exist but are too few). ``cuda``: as auto, but a ``ValueError`` instead of the CPU.
+    warning when GPUs exist but are too few). ``cuda``: as auto, but a ``DeviceError`` (naming what torch
+    reports) instead of the CPU. ``auto`` on the CPU of a machine with NVIDIA devices warns loudly.
     """
     if pref not in DEVICES:
         raise ValueError(f"labeler.train.device must be one of {DEVICES}, got {pref!r}")
@@ -38,9 +41,12 @@ def resolve_device(pref: str, local_world: int, local_rank: int) -> torch.device
         return torch.device(f"cuda:{local_rank}")
     why = "no CUDA device is visible" if gpus == 0 else f"{local_world} processes > {gpus} visible GPU(s)"
     if pref == "cuda":
-        raise ValueError(f"labeler.train.device: cuda, but {why}")
-    if gpus and local_rank == 0:
-        log.warning("%s: every process trains on the CPU with gloo (set labeler.train.num_gpus <= %d)", why, gpus)
+        raise DeviceError(f"labeler.train.device: cuda, but {why}: {cuda_diagnosis()}")
+    if local_rank == 0:
+        if gpus:
+            log.warning("%s: every process trains on the CPU with gloo (set labeler.train.num_gpus <= %d)", why, gpus)
+        else:
+            warn_cpu_fallback("labeler.train.device")
     return torch.device("cpu")
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mal.common.devices import log_device
 from mal.common.files import fingerprint
 from mal.labeler.data import BoxCropDataset, EpochSampler
 from mal.labeler.distributed import dist_setup, rng_state, seed_everything, set_rng_state
@@ -89,6 +90,9 @@ def setup_run(model_cfg: dict[str, Any], cfg: dict[str, Any], train_records: lis
         raise ValueError("labeler training: no training boxes (check data.min_train_box_* params)")
     boxes = [(r["ann"]["id"], r["ann"]["bbox"], r["path"]) for r in train_records]
     use_amp = bool(cfg["amp"]) and device.type == "cuda"
+    if rank == 0:
+        log_device(f"train_labeler ({world} process(es))", device, amp=use_amp,
+                   num_gpus=world if device.type == "cuda" else None)
     run_id = run_fingerprint(model_cfg, cfg, seed, world, boxes, device.type, use_amp)
 
     seed_everything(seed)
