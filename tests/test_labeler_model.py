@@ -139,3 +139,21 @@ def test_local_pretrained_file_with_pos_embed_resample(tmp_path, suffix):
     assert tgt["pos_embed"].shape == (1, 1 + 16, 192)  # resampled to the crop size
     with pytest.raises(ValueError, match="not found"):
         build_labeler({**TINY, "pretrained": str(tmp_path / "nope.pth")})
+
+
+def test_convnet_stride16_features_load_a_full_classifier_file(tmp_path):
+    """encoder_args {features_only, out_indices: [3]}: EfficientNet-Lite0's stride-16 map (8 x 8 at 128 px, like
+    a ViT/16) from a whole ImageNet classifier file, every backbone weight loaded (only the head is left out)."""
+    import timm
+
+    from mal.labeler.encoder import Encoder
+
+    full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    path = tmp_path / "lite0.safetensors"
+    save_file({k: v.contiguous() for k, v in full.state_dict().items()}, str(path))
+    enc = Encoder("tf_efficientnet_lite0", 128, str(path), features_only=True, out_indices=[3])
+    assert enc.out_channels == 112
+    for name, tensor in enc.model.state_dict().items():
+        assert torch.equal(tensor, full.state_dict()[name]), name
+    assert enc(torch.randn(2, 3, 128, 128)).shape == (2, 112, 8, 8)
+    assert enc.data_config["mean"] == (0.5, 0.5, 0.5)  # the weights' own normalisation, not ImageNet's

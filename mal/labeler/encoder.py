@@ -118,15 +118,21 @@ class Encoder(nn.Module):
         self.model = _create(name, self.img_size, hub, **kwargs)
         if weights_file is not None:
             load_local_weights(self.model, weights_file)
-        drop_unused_head(self.model)
+        # encoder_args {features_only: true, out_indices: [k]}: a ConvNet's stride-16 map instead of its last
+        # (stride 32), e.g. 8 x 8 at 128 px like a ViT/16; timm returns the list of the maps asked for
+        self.features_only = bool(kwargs.get("features_only"))
+        if not self.features_only:
+            drop_unused_head(self.model)
         self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
-        self.out_channels = int(self.model.num_features)
+        self.out_channels = int(
+            self.model.feature_info.channels()[-1] if self.features_only else self.model.num_features
+        )
         self.output_fmt = str(getattr(self.model, "output_fmt", "NCHW"))
         # The architecture's pretrained input config (mean/std the weights expect), also for local files.
         self.data_config = timm.data.resolve_model_data_config(self.model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.model.forward_features(x)
+        feats = self.model(x)[-1] if self.features_only else self.model.forward_features(x)
         if feats.ndim == 3:  # ViT tokens: B x (prefix + h*w) x C
             tokens = feats[:, self.num_prefix_tokens :]
             b, n, c = tokens.shape
