@@ -65,6 +65,34 @@ def test_coco_dataset_is_referenced_and_validated(tmp_path, shapes_dir):
     load_coco(tmp_path / "prepared" / "train_boxes.json", image_root=shapes_dir, check_images="exists")
 
 
+def test_lvis_images_without_file_name_are_found_from_coco_url(tmp_path, shapes_dir):
+    """LVIS v1 lists images by ``coco_url`` only, from COCO's train2017 and val2017 folders: prepare reads them
+    from the COCO root as ``<split>/<name>`` (detectron2's LVIS loader does the same)."""
+    import shutil
+
+    root = tmp_path / "coco"
+    lvis = {}
+    for split, src_json in (("train", "train_gt.json"), ("val", "val_gt.json")):
+        coco = json.loads((shapes_dir / src_json).read_text())
+        folder = root / f"{split}2017"
+        folder.mkdir(parents=True)
+        for im in coco["images"]:
+            shutil.copy(shapes_dir / im["file_name"], folder / Path(im["file_name"]).name)
+            im["coco_url"] = f"http://images.example.org/{split}2017/{Path(im.pop('file_name')).name}"
+            im.update(neg_category_ids=[], not_exhaustive_category_ids=[])
+        for cat in coco["categories"]:
+            cat["frequency"] = "f"
+        lvis[split] = tmp_path / f"lvis_{split}.json"
+        lvis[split].write_text(json.dumps(coco))
+    params = _params(tmp_path, "coco", train_json=str(lvis["train"]), train_images=str(root),
+                     val_json=str(lvis["val"]), val_images=str(root))
+    prepare(params, tmp_path / "m.json")
+    val = json.loads((tmp_path / "prepared" / "val_gt.json").read_text())
+    assert all(im["file_name"].startswith("val2017/") for im in val["images"])
+    assert all("neg_category_ids" in im for im in val["images"])  # kept for the LVIS evaluation
+    load_coco(tmp_path / "prepared" / "val_gt.json", image_root=root, check_images="exists")
+
+
 def test_coco_dataset_paths_must_exist(tmp_path, shapes_dir):
     """The built-in placeholder (or a typo) for a user path is a clear error naming the key."""
     params = _params(tmp_path, "coco", train_json=str(shapes_dir / "train_gt.json"),

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from mal.common.coco_io import ValidationReport, load_coco
+from mal.common.coco_io import ValidationReport, read_coco_json, validate_coco
 from mal.common.files import write_json_atomic
 from mal.datasets.common import strip_masks
 
@@ -32,8 +33,8 @@ def build_coco(out_dir: str | Path, train_json: str | None, train_images: str | 
                              f"{'folder of images' if want_dir else 'COCO JSON file'}")
     out_dir = Path(out_dir)
     reports: dict[str, ValidationReport] = {}
-    train, reports["train"] = load_coco(train_json, image_root=train_images, check_images=check_images)
-    val, reports["val"] = load_coco(val_json, image_root=val_images, check_images=check_images)
+    train, reports["train"] = _load(train_json, train_images, check_images)
+    val, reports["val"] = _load(val_json, val_images, check_images)
     has_train_masks = all("segmentation" in a for a in train["annotations"])
     write_json_atomic(out_dir / "train_gt.json", train)
     write_json_atomic(out_dir / "train_boxes.json", strip_masks(train))
@@ -44,3 +45,22 @@ def build_coco(out_dir: str | Path, train_json: str | None, train_images: str | 
         f"images are referenced in place, not copied (params data.coco):\ntrain: {train_images}\n"
         f"val: {val_images}\n")
     return {"reports": reports, "has_train_masks": has_train_masks}
+
+
+def _load(path: str, image_root: str, check_images: str) -> tuple[dict[str, Any], ValidationReport]:
+    coco = read_coco_json(path)
+    lvis_file_names(coco)
+    return validate_coco(coco, path, image_root, check_images)
+
+
+def lvis_file_names(coco: Any) -> int:
+    """Give LVIS v1 images (``coco_url``, no ``file_name``) the ``file_name`` ``<split>/<name>.jpg`` taken from
+    the URL, as detectron2's LVIS loader does: LVIS val draws on COCO's train2017 *and* val2017 images, so
+    ``data.coco.*_images`` name the COCO root that holds both folders. Returns how many were filled in."""
+    filled = 0
+    for img in coco.get("images", []) if isinstance(coco, dict) else []:
+        url = img.get("coco_url") if isinstance(img, dict) else None
+        if not img.get("file_name") and isinstance(url, str) and url:
+            img["file_name"] = "/".join(urlparse(url).path.split("/")[-2:])
+            filled += 1
+    return filled
