@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     cfg = params["pseudo_label"]
-    check_keys(cfg, (*OPTION_KEYS, *PATH_KEYS, "num_shards", "num_threads"), "params: pseudo_label")
+    check_keys(cfg, (*OPTION_KEYS, *PATH_KEYS, "num_shards", "num_threads", "shard_processes"), "params: pseudo_label")
     paths = templated(cfg, PATH_KEYS, args.labeler)
     if int(cfg.get("num_threads", 0) or 0) > 0:
         torch.set_num_threads(int(cfg["num_threads"]))

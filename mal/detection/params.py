@@ -12,7 +12,7 @@ from typing import Any
 from mal.common.params import check_keys
 
 DETECTOR_KEYS = ("gt_json", "pseudo_json", "out_dir", "work_dir", "live_dir", "num_threads", "num_workers",
-                 "detections_per_image", "amp", "train", "demo_arch", "pretrained", "opts", "models")
+                 "detections_per_image", "amp", "train", "demo_arch", "pretrained", "opts", "models", "num_gpus")
 # detector.train, and what detector.models.<name> may override (plus ``opts``)
 SCHEDULE_KEYS = ("max_iter", "ims_per_batch", "base_lr", "weight_decay", "lr_scheduler", "warmup_iters", "steps",
                  "checkpoint_period", "optimizer", "reference_world_size")
