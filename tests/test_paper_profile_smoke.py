@@ -168,7 +168,7 @@ def paper_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     p = ["--params", str(params_file)]
     runs = [("prepare", []), ("train_labeler", ["--labeler", LABELER]), ("pseudo_label", ["--labeler", LABELER])]
     for det in DETECTORS:
-        runs += [("train_detector", ["--detector", det, "--masks", LABELER, "--num-gpus", "1"]),
+        runs += [("train_detector", ["--detector", det, "--masks", LABELER]),
                  ("evaluate", ["--detector", det, "--masks", LABELER])]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(work)  # the params' paths are relative to the repository root, as under DVC
