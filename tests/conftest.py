@@ -64,3 +64,17 @@ def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("shapes")
     build_shapes(out, num_train=6, num_val=3, image_size=96, min_objects=2, max_objects=4, seed=1)
     return out
+
+
+def tiny_shapes_records(out: Path, num_val: int) -> tuple[Path, list, list]:
+    """A 2-image shapes set in ``out`` with ``num_val`` val images: ``(out, <= 4 train box records, val records)``,
+    the labeler tests' tiny data."""
+    from mal.common.boxes import is_trainable
+    from mal.common.coco_io import load_coco
+    from mal.datasets.shapes import build_shapes
+    from mal.labeler.data import box_records
+
+    build_shapes(out, num_train=2, num_val=num_val, image_size=48, min_objects=2, max_objects=3, seed=0)
+    train_json, val_json = out / "train_boxes.json", out / "val_gt.json"
+    train = box_records(load_coco(train_json)[0], train_json, lambda a: is_trainable(a, 16, 2))[:4]
+    return out, train, box_records(load_coco(val_json)[0], val_json)

@@ -16,17 +16,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
-from mal.common.boxes import is_trainable
-from mal.common.coco_io import load_coco
 from mal.common.devices import DeviceError
-from mal.datasets.shapes import build_shapes
-from mal.labeler.data import BoxCropDataset, EpochSampler, box_records
+from mal.labeler.data import BoxCropDataset, EpochSampler
 from mal.labeler.distributed import resolve_device
 from mal.labeler.evaluate import evaluate_labeler
 from mal.labeler.launch import resolve_num_processes
 from mal.labeler.model import build_labeler
 from mal.labeler.run_state import run_fingerprint, scaler_state_to_load
 from mal.labeler.train import train_labeler
+from tests.conftest import tiny_shapes_records
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"encoder": "vit_tiny_patch16_224", "crop_size": 32, "decoder_dim": 16}
@@ -37,12 +35,7 @@ TRAIN = {"epochs": 2, "batch_size": 2, "lr_per_sample": 1e-4, "mil_warmup_steps"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shapes_ddp")
-    build_shapes(out, num_train=2, num_val=2, image_size=48, min_objects=2, max_objects=3, seed=0)
-    train_json, val_json = out / "train_boxes.json", out / "val_gt.json"
-    train = box_records(load_coco(train_json)[0], train_json, lambda a: is_trainable(a, 16, 2))[:4]
-    val = box_records(load_coco(val_json)[0], val_json)
-    return out, train, val
+    return tiny_shapes_records(tmp_path_factory.mktemp("shapes_ddp"), num_val=2)
 
 
 def _free_port() -> int:

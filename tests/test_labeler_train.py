@@ -13,14 +13,12 @@ import torch
 import yaml
 from PIL import Image
 
-from mal.common.boxes import is_trainable
-from mal.common.coco_io import load_coco
 from mal.datasets.common import mask_to_annotation
-from mal.datasets.shapes import build_shapes
 from mal.labeler.data import BoxCropDataset, box_records
 from mal.labeler.evaluate import evaluate_labeler
 from mal.labeler.model import build_labeler, load_labeler
 from mal.labeler.train import resolve_train_cfg, train_labeler, train_step
+from tests.conftest import tiny_shapes_records
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"encoder": "vit_tiny_patch16_224", "crop_size": 32, "decoder_dim": 16}
@@ -37,12 +35,8 @@ TRAIN = {
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shapes")
-    build_shapes(out, num_train=2, num_val=1, image_size=48, min_objects=2, max_objects=3, seed=0)
-    train_json, val_json = out / "train_boxes.json", out / "val_gt.json"
-    train = box_records(load_coco(train_json)[0], train_json, lambda a: is_trainable(a, 16, 2))[:4]
-    val = box_records(load_coco(val_json)[0], val_json)[:2]
-    return out, train, val
+    out, train, val = tiny_shapes_records(tmp_path_factory.mktemp("shapes"), num_val=1)
+    return out, train, val[:2]
 
 
 def test_train_sample_is_seeded_and_teacher_is_unjittered(shapes):
