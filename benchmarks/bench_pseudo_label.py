@@ -10,7 +10,7 @@ Prints
 - bare-encoder boxes/s: only ``model.encoder(normalize(crops))`` on the same crops in the same batches;
 - the ratio (target >= 0.8) and, for reference, the full labeler forward (encoder + decoder) alone.
 
-Without a checkpoint (or with ``--encoder`` / ``--crop-size``) a randomly initialised labeler with the
+Without a checkpoint (or with ``--encoder`` / ``--crop-size`` / ``--encoder-args``) a randomly initialised labeler with the
 ``params.yaml`` ``labeler.models.<name>`` cfg is used (throughput does not depend on the weights).
 No timed assertions: numbers are printed only.
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from mal.labeler.crops import crop_and_resize, expand_box_fixed
 from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes, plan_annotations
@@ -46,13 +47,16 @@ def _subset(coco: dict, max_boxes: int) -> dict:
 
 
 def _checkpoint(args: argparse.Namespace) -> Path:
-    if args.checkpoint and Path(args.checkpoint).is_file() and not (args.encoder or args.crop_size):
+    if args.checkpoint and Path(args.checkpoint).is_file() and not (args.encoder or args.crop_size
+                                                                     or args.encoder_args):
         return Path(args.checkpoint)
     from mal.common.params import load_params
     from mal.labeler.model import build_labeler, save_checkpoint
 
     cfg = dict(load_params(args.params).get("labeler", {}).get("models", {}).get(args.labeler) or {})
     cfg.update({k: v for k, v in (("encoder", args.encoder), ("crop_size", args.crop_size)) if v})
+    if args.encoder_args is not None:
+        cfg["encoder_args"] = yaml.safe_load(args.encoder_args) or {}
     cfg["pretrained"] = False
     print(f"random labeler (no checkpoint used) with cfg {cfg}")
     torch.manual_seed(0)
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--boxes", default="data/prepared/train_boxes.json")
     ap.add_argument("--encoder", default=None, help="random labeler, this timm encoder")
     ap.add_argument("--crop-size", type=int, default=None, help="random labeler at this crop size")
+    ap.add_argument("--encoder-args", default=None,
+                    help="random labeler with these encoder_args (YAML), e.g. '{features_only: true, out_indices: [3]}'")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
