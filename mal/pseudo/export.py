@@ -151,33 +151,38 @@ def _polygons(ann: dict[str, Any], im: dict[str, Any], opts: ExportOptions, rep:
 
 
 # --------------------------------------------------------------------------------------------- formats
-def export_coco_rle(coco: dict[str, Any], out: Path, opts: ExportOptions) -> ExportReport:
-    """COCO JSON with every segmentation as RLE (string counts)."""
+def _export_coco(coco: dict[str, Any], out: Path, fmt: str,
+                 segmentation: Callable[[dict[str, Any], dict[str, Any], ExportReport], Any]) -> ExportReport:
+    """A copy of ``coco`` with each annotation's segmentation replaced by ``segmentation(ann, image, rep)``."""
     res = copy.deepcopy(coco)
     images = {im["id"]: im for im in res["images"]}
-    rep = ExportReport("coco-rle", str(out), len(images), len(res["annotations"]))
+    rep = ExportReport(fmt, str(out), len(images), len(res["annotations"]))
     for a in res["annotations"]:
-        im = images[a["image_id"]]
-        rle = segmentation_to_rle(a["segmentation"], int(im["height"]), int(im["width"]), f"annotation id={a['id']}")
-        a["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        if rle_area(rle) == 0:  # counted from the RLE: no need to decode the mask
-            rep.empty_masks.append(a["id"])
+        a["segmentation"] = segmentation(a, images[a["image_id"]], rep)
     rep.annotations_out = len(res["annotations"])
     write_json_atomic(out, res)
     return rep
+
+
+def export_coco_rle(coco: dict[str, Any], out: Path, opts: ExportOptions) -> ExportReport:
+    """COCO JSON with every segmentation as RLE (string counts)."""
+
+    def as_rle(a: dict[str, Any], im: dict[str, Any], rep: ExportReport) -> dict[str, Any]:
+        rle = segmentation_to_rle(a["segmentation"], int(im["height"]), int(im["width"]), f"annotation id={a['id']}")
+        if rle_area(rle) == 0:  # counted from the RLE: no need to decode the mask
+            rep.empty_masks.append(a["id"])
+        return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+    return _export_coco(coco, out, "coco-rle", as_rle)
 
 
 def export_coco_poly(coco: dict[str, Any], out: Path, opts: ExportOptions) -> ExportReport:
     """COCO JSON with polygon segmentations (outer contours; holes filled, see the module docstring)."""
-    res = copy.deepcopy(coco)
-    images = {im["id"]: im for im in res["images"]}
-    rep = ExportReport("coco-poly", str(out), len(images), len(res["annotations"]))
-    for a in res["annotations"]:
-        polys = _polygons(a, images[a["image_id"]], opts, rep)
-        a["segmentation"] = [[round(float(v), 2) for v in p.ravel()] for p in polys]
-    rep.annotations_out = len(res["annotations"])
-    write_json_atomic(out, res)
-    return rep
+
+    def as_polygons(a: dict[str, Any], im: dict[str, Any], rep: ExportReport) -> list[list[float]]:
+        return [[round(float(v), 2) for v in p.ravel()] for p in _polygons(a, im, opts, rep)]
+
+    return _export_coco(coco, out, "coco-poly", as_polygons)
 
 
 def _label_path(file_name: str) -> PurePosixPath:

@@ -101,13 +101,22 @@ def baseline_subset(gt_anns: dict[int, dict], max_boxes: int, seed: int = 0) -> 
     return {int(i) for i in np.random.default_rng(seed).choice(ids, size=int(max_boxes), replace=False)}
 
 
-def _grabcut_image(job: tuple[str, int, int, list[tuple[int, list[float]]], int]) -> list[tuple[int, dict | None]]:
-    """One image's GrabCut masks (a pool task): ``(path, h, w, [(ann id, box)], iterations)`` ->
-    ``[(ann id, RLE or None for the box fallback)]``."""
-    path, h, w, boxes, iterations = job
+def _read_gt_image(im: dict[str, Any], image_root: str | Path, where: str) -> np.ndarray:
+    """The GT image record ``im``'s pixels, checked against the size its JSON gives (``where`` names it)."""
+    h, w = int(im["height"]), int(im["width"])
+    path = image_path(Path(image_root) / "_", im, image_root)
     image = read_image(path)
     if image.shape[:2] != (h, w):
-        raise ValueError(f"{path}: image is {image.shape[:2]} on disk, the GT JSON says {(h, w)}")
+        raise ValueError(f"{where}: image id={im['id']} ({path}) is {image.shape[:2]} on disk, JSON says {(h, w)}")
+    return image
+
+
+def _grabcut_image(job: tuple[dict, str, str, list[tuple[int, list[float]]], int]) -> list[tuple[int, dict | None]]:
+    """One image's GrabCut masks (a pool task): ``(image record, image root, where, [(ann id, box)],
+    iterations)`` -> ``[(ann id, RLE or None for the box fallback)]``."""
+    im, image_root, where, boxes, iterations = job
+    h, w = int(im["height"]), int(im["width"])
+    image = _read_gt_image(im, image_root, where)
     out = []
     for ann_id, box in boxes:
         m, reg = grabcut_mask(image, box, iterations, seed=ann_id)
@@ -117,18 +126,14 @@ def _grabcut_image(job: tuple[str, int, int, list[tuple[int, list[float]]], int]
 
 def grabcut_rles(
     gt_images: dict[int, dict], chosen: list[dict], image_root: str | Path, iterations: int, num_workers: int = 0,
-    show_progress: bool = True,
+    show_progress: bool = True, gt_name: str = "ground truth",
 ) -> dict[int, dict | None]:
     """GrabCut RLE (None: failed / empty, the caller uses the box) of every annotation in ``chosen``, one
     task per image, in ``num_workers`` processes (0: in this one). Results do not depend on ``num_workers``."""
     by_image: dict[int, list[tuple[int, list[float]]]] = defaultdict(list)
     for a in chosen:
         by_image[int(a["image_id"])].append((int(a["id"]), a["bbox"]))
-    jobs = []
-    for image_id in sorted(by_image):
-        im = gt_images[image_id]
-        path = str(image_path(Path(image_root) / "_", im, image_root))
-        jobs.append((path, int(im["height"]), int(im["width"]), by_image[image_id], iterations))
+    jobs = [(gt_images[i], str(image_root), gt_name, by_image[i], iterations) for i in sorted(by_image)]
     bar = tqdm(total=len(chosen), desc="grabcut baseline", disable=not show_progress)
     out: dict[int, dict | None] = {}
     if num_workers > 0:
@@ -208,7 +213,7 @@ def evaluate_masks(
         if unknown:
             raise ValueError(f"{gt_name}: annotation(s) refer to unknown image_id {unknown[0]}")
         grabcut = grabcut_rles(gt_images, [gt_anns[i] for i in sorted(chosen)], image_root, grabcut_iterations,
-                               num_workers, show_progress)
+                               num_workers, show_progress, gt_name)
     records: dict[str, list[dict[str, Any]]] = {"labeler": [], **{b: [] for b in baselines}}
     scored: list[tuple[float, float]] = []  # (score, IoU) of the evaluated masks that carry a score
     not_evaluated: dict[str, int] = defaultdict(int)
@@ -223,11 +228,7 @@ def evaluate_masks(
         h, w = int(im["height"]), int(im["width"])
         image = None
         if image_id in overlay_ids and overlay_dir is not None:
-            image = read_image(image_path(Path(image_root) / "_", im, image_root))
-            if image.shape[:2] != (h, w):
-                raise ValueError(
-                    f"{gt_name}: image id={image_id} is {image.shape[:2]} on disk, JSON says {(h, w)}"
-                )
+            image = _read_gt_image(im, image_root, gt_name)
         ov_gt, ov_pred = [], []
         for a in by_image[image_id]:
             where = f"{gt_name}: annotation id={a['id']}"
