@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -78,3 +79,10 @@ def tiny_shapes_records(out: Path, num_val: int) -> tuple[Path, list, list]:
     train_json, val_json = out / "train_boxes.json", out / "val_gt.json"
     train = box_records(load_coco(train_json)[0], train_json, lambda a: is_trainable(a, 16, 2))[:4]
     return out, train, box_records(load_coco(val_json)[0], val_json)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server or a process group the test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

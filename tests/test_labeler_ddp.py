@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from mal.labeler.launch import resolve_num_processes
 from mal.labeler.model import build_labeler
 from mal.labeler.run_state import run_fingerprint, scaler_state_to_load
 from mal.labeler.train import train_labeler
-from tests.conftest import tiny_shapes_records
+from tests.conftest import free_port, tiny_shapes_records
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"encoder": "vit_tiny_patch16_224", "crop_size": 32, "decoder_dim": 16}
@@ -36,12 +35,6 @@ TRAIN = {"epochs": 2, "batch_size": 2, "lr_per_sample": 1e-4, "mil_warmup_steps"
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return tiny_shapes_records(tmp_path_factory.mktemp("shapes_ddp"), num_val=2)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, fn, args) -> None:
@@ -57,7 +50,7 @@ def _worker(rank: int, world: int, port: int, fn, args) -> None:
 
 
 def _spawn(fn, *args, world: int = 2) -> None:
-    mp.spawn(_worker, args=(world, _free_port(), fn, args), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_port(), fn, args), nprocs=world, join=True)
 
 
 # ---------------------------------------------------------------- device and process count

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POOL = "mal-local"  # the work pool named in prefect.yaml's mal-pipeline-local deployment
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(cmd: list[str], cwd: Path, env: dict, timeout: float = 180) -> str:
@@ -147,7 +142,7 @@ def _gpu_slot_events(url: str, wait: float = 20) -> set[str]:
 
 @pytest.mark.timeout(420)
 def test_prefect_deployment_runs_dvc_stages_then_skips_them(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     repo = tmp_path / "repo"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
