@@ -34,7 +34,7 @@ from mal.common.paths import image_roots, labeler_paths, prepared_json, rank_log
 from mal.labeler.data import box_records  # noqa: E402
 from mal.labeler.distributed import dist_cleanup  # noqa: E402
 from mal.labeler.launch import launched_by_torchrun, resolve_num_processes, run_workers  # noqa: E402
-from mal.labeler.train import resolve_train_cfg, train_labeler  # noqa: E402
+from mal.labeler.train import labeler_cfgs, train_labeler  # noqa: E402
 
 
 def _log_to_rank_file(params: dict, labeler: str) -> None:
@@ -60,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.labeler not in models:
         raise SystemExit(f"{args.params}: labeler.models has no '{args.labeler}' (have: {sorted(models)})")
     paths = labeler_paths(params, args.labeler)
-    train_cfg = resolve_train_cfg(lab.get("train"))
+    model_cfg, train_cfg = labeler_cfgs(lab, args.labeler)
     nproc = resolve_num_processes(train_cfg["num_gpus"], train_cfg["device"])
     if nproc > 1 and not launched_by_torchrun():
         return run_workers(Path(__file__).resolve(), list(sys.argv[1:] if argv is None else argv), nproc)
     _log_to_rank_file(params, args.labeler)
     try:
-        _train(args, params, paths, train_cfg)
+        _train(args, params, paths, model_cfg, train_cfg)
     except BaseException:
         logging.exception("train_labeler %s failed on rank %s", args.labeler, os.environ.get("RANK", "0"))
         raise
@@ -74,9 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, params: dict, paths: dict[str, Path], train_cfg: dict) -> None:
+def _train(args: argparse.Namespace, params: dict, paths: dict[str, Path], model_cfg: dict, train_cfg: dict) -> None:
     """Read the prepared boxes, train, and (rank 0) write the metrics and timings."""
-    models = params["labeler"]["models"]
     data = params["data"]
     roots = image_roots(data)
     train_json, val_json = prepared_json(data, "train_boxes"), prepared_json(data, "val_gt")
@@ -102,7 +101,7 @@ def _train(args: argparse.Namespace, params: dict, paths: dict[str, Path], train
 
     t0 = time.time()
     metrics = train_labeler(
-        models[args.labeler],
+        model_cfg,
         train_cfg,
         train_records,
         val_records,

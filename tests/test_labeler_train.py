@@ -224,3 +224,19 @@ def test_checkpoint_records_the_mask_threshold(shapes, tmp_path):
     assert checkpoint_mask_threshold(tmp_path / "b.pt") == 0.6
     with pytest.raises(ValueError, match="mask_threshold must be in"):
         resolve_train_cfg({"mask_threshold": 1.5})
+
+
+def test_a_models_own_train_overrides_the_shared_one():
+    """``labeler.models.<name>.train`` overrides ``labeler.train`` key by key, for that labeler only."""
+    from mal.labeler.train import labeler_cfgs
+
+    lab = {"train": {**TRAIN, "epochs": 20}, "models": {"scratch": dict(MODEL),
+                                                         "pre": {**MODEL, "train": {"epochs": 8, "lr_per_sample": 2e-6}}}}
+    model, cfg = labeler_cfgs(lab, "pre")
+    assert "train" not in model and model["crop_size"] == MODEL["crop_size"]
+    assert (cfg["epochs"], cfg["lr_per_sample"], cfg["batch_size"]) == (8, 2e-6, TRAIN["batch_size"])
+    assert labeler_cfgs(lab, "scratch")[1]["epochs"] == 20
+    assert "train" in lab["models"]["pre"]  # the params are not modified
+    lab["models"]["pre"]["train"] = {"epoch": 3}
+    with pytest.raises(ValueError, match=r"labeler.models.pre.train: unknown keys \['epoch'\]"):
+        labeler_cfgs(lab, "pre")

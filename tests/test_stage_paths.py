@@ -49,8 +49,10 @@ def _expected(params: dict) -> dict[str, dict[str, list[Path]]]:
         lp = paths.labeler_paths(params, lab)
         pl = paths.templated(params["pseudo_label"], ("boxes_json", "checkpoint", "out_json", "metrics"), lab)
         mq = paths.templated(params["mask_quality"], ("pseudo_json", "gt_json", "metrics", "overlay_dir"), lab)
+        pretrained = params["labeler"]["models"][lab].get("pretrained")
+        weights = [Path(pretrained)] if isinstance(pretrained, str) and Path(pretrained).suffix else []
         out[f"train_labeler@{lab}"] = {"deps": [prepared["train_boxes"], prepared["val_gt"], roots["train"],
-                                                roots["val"]],
+                                                roots["val"], *weights],
                                        "outs": [lp["checkpoint"], lp["metrics"], lp["plots_dir"] / LIVE_PLOTS]}
         out[f"pseudo_label@{lab}"] = {"deps": [pl["boxes_json"], pl["checkpoint"], roots["train"]],
                                       "outs": [pl["out_json"], pl["metrics"]]}

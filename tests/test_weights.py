@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+import yaml
 from matplotlib import cbook
 from PIL import Image
 from safetensors.torch import load_file
@@ -186,3 +187,36 @@ def test_stage_builds_then_is_a_no_op(tmp_path):
     meta = json.loads((out / "efficientnet_lite0.json").read_text())
     assert meta["source"]["sha256"] == sources.SOURCES["efficientnet_lite0"].sha256
     assert meta["data_config"]["mean"] == [0.5, 0.5, 0.5] and meta["tensors"] == 296
+
+
+def test_stage_fine_tunes_a_pretrained_convnet_with_its_own_train_params(built, tmp_path):
+    """`stages/train_labeler.py` on a labeler whose encoder file comes from the weights stage and whose own
+    ``train`` mapping overrides ``labeler.train`` (the demo's pretrained labelers)."""
+    import importlib.util
+
+    from tests.conftest import tiny_shapes_records
+
+    data_dir, _, _ = tiny_shapes_records(tmp_path / "data", num_val=1)
+    lab_paths = {"checkpoint": "models/{labeler}/checkpoint.pt", "metrics": "metrics/{labeler}.json",
+                 "plots_dir": "metrics/{labeler}_plots", "state": "work/{labeler}/state.pt"}
+    model = {"encoder": "tf_efficientnet_lite0", "pretrained": str(built / "efficientnet_lite0.safetensors"),
+             "crop_size": 32, "decoder_dim": 16, "encoder_args": {"features_only": True, "out_indices": [3]},
+             "train": {"epochs": 1, "lr_per_sample": 1e-5}}
+    params = {"seed": 0, "timings_dir": str(tmp_path / "timings"),
+              "data": {"dataset": "shapes", "out_dir": str(data_dir), "min_train_box_area": 16,
+                       "min_train_box_side": 2},
+              "labeler": {"paths": {k: str(tmp_path / v) for k, v in lab_paths.items()},
+                          "train": {"epochs": 5, "batch_size": 2, "lr_per_sample": 1e-4, "crf_iterations": 2,
+                                    "num_threads": 1},
+                          "models": {"effnet": model}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    spec = importlib.util.spec_from_file_location("train_labeler_stage", REPO / "stages" / "train_labeler.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    assert stage.main(["--params", str(tmp_path / "params.yaml"), "--labeler", "effnet"]) == 0
+    metrics = json.loads((tmp_path / "metrics" / "effnet.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["steps"] >= 1  # the model's epochs, not labeler.train's 5
+    ckpt = torch.load(tmp_path / "models" / "effnet" / "checkpoint.pt", weights_only=True)
+    assert "train" not in ckpt["cfg"] and ckpt["cfg"]["pretrained"] == model["pretrained"]
+    mean = json.loads((built / "efficientnet_lite0.json").read_text())["data_config"]["mean"]
+    assert ckpt["cfg"]["norm_mean"] == pytest.approx(mean)  # the file's pretrained config, in the checkpoint

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mal.common.params import with_defaults
+from mal.common.params import check_keys, with_defaults
 from mal.labeler.data import worker_init
 from mal.labeler.distributed import DEVICES, barrier
 from mal.labeler.evaluate import evaluate_labeler
@@ -62,6 +62,17 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "amp": True,  # used only on CUDA
     "aug": {},
 }
+
+
+def labeler_cfgs(labeler_params: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(model cfg, train cfg)`` of ``labeler.models.<name>``: a model's own ``train`` mapping overrides
+    ``labeler.train`` key by key (a pretrained encoder fine-tunes at its own lr and epochs)."""
+    model = dict((labeler_params.get("models") or {})[name])
+    own = model.pop("train", None) or {}
+    if not isinstance(own, dict):
+        raise ValueError(f"labeler.models.{name}.train must be a mapping, got {own!r}")
+    check_keys(own, DEFAULT_TRAIN, f"labeler.models.{name}.train")
+    return model, resolve_train_cfg({**(labeler_params.get("train") or {}), **own})
 
 
 def resolve_train_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
