@@ -29,10 +29,10 @@ lint: install
 	$(PY) -m ruff check mal stages pipeline tests scripts benchmarks
 
 # Speed ratios of the labeler step and of pseudo-labelling (prints numbers, asserts nothing; see README).
-# bench_pseudo_label.py / bench_shards.py read data/prepared/ and models/labeler/vit_tiny/: run `make repro` first.
+# bench_pseudo_label.py / bench_shards.py read data/prepared/ and models/labeler/<L>/ (each demo labeler): run `make repro` first.
 bench: install
 	$(PY) benchmarks/bench_labeler.py --threads 2
-	$(PY) benchmarks/bench_pseudo_label.py --max-boxes 445
+	for L in vit_tiny vit_small_dinov2 efficientnet_lite0; do $(PY) benchmarks/bench_pseudo_label.py --labeler $$L --max-boxes 445 || exit 1; done
 	$(PY) benchmarks/bench_ddp.py
 	$(PY) benchmarks/bench_shards.py
 
