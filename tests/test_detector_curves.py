@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_stage
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _stage():
-    spec = importlib.util.spec_from_file_location("train_detector_stage", REPO / "stages" / "train_detector.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_stage("train_detector")
 
 
 def _curves(live_dir: Path) -> dict[str, dict[int, float]]:

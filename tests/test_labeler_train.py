@@ -18,7 +18,7 @@ from mal.labeler.data import BoxCropDataset, box_records
 from mal.labeler.evaluate import evaluate_labeler
 from mal.labeler.model import build_labeler, load_labeler
 from mal.labeler.train import resolve_train_cfg, train_labeler, train_step
-from tests.conftest import tiny_shapes_records
+from tests.conftest import load_stage, tiny_shapes_records
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"encoder": "vit_tiny_patch16_224", "crop_size": 32, "decoder_dim": 16}
@@ -195,11 +195,7 @@ def test_stage_ddp_two_processes_gloo(shapes, tmp_path):
 
 
 def test_stage_rejects_unknown_labeler_and_path_keys(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_labeler_stage", ROOT / "stages" / "train_labeler.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
+    stage = load_stage("train_labeler")
     params = {"data": {"out_dir": str(tmp_path)}, "labeler": {"models": {"a": {}}, "paths": {"ckpt": "x"}}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(SystemExit, match="has no 'b'"):

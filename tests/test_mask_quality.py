@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from mal.common.masks import box_rle, encode_mask
 from mal.common.miou import summarize
 from mal.pseudo.confidence import ranking_metrics
 from mal.pseudo.quality import baseline_subset, evaluate_masks, grabcut_mask, grabcut_rles
+from tests.conftest import load_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,9 +151,7 @@ def test_mask_quality_stage(shapes_dir: Path, tmp_path: Path) -> None:
         "data": {"dataset": "shapes", "out_dir": str(shapes_dir)},  # the image root of a built-in set
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    spec = importlib.util.spec_from_file_location("stage_mq", REPO / "stages" / "mask_quality.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_stage("mask_quality")
     assert mod.main(["--labeler", "x", "--params", str(tmp_path / "params.yaml")]) == 0
     m = json.loads((tmp_path / "m" / "x.json").read_text())
     for key in ("miou", "miou_instance", "miou_small", "miou_medium", "miou_large", "per_class", "baselines"):

@@ -12,7 +12,6 @@ module; each stage's wall time is printed (pytest -s) and kept in the fixture.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -29,7 +28,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from mal.common.profiles import apply_profile, merge
-from tests.conftest import REPO
+from tests.conftest import REPO, load_stage
 
 LABELER = "vit_mae_base"
 DETECTORS = ["mask_rcnn_R50_FPN_3x", "mask_rcnn_R101_FPN_3x", "mask_rcnn_X101_FPN_3x", "cascade_mask_rcnn_R50_FPN_3x"]
@@ -135,14 +134,6 @@ def paper_params(work: Path, coco: dict[str, str], profile: Path = REPO / "profi
     return path
 
 
-def stage(name: str) -> Any:
-    """The stage script ``stages/<name>.py`` as a module (its ``main(argv)`` is what DVC runs)."""
-    spec = importlib.util.spec_from_file_location(f"_stage_{name}", REPO / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class _Warnings(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -175,7 +166,7 @@ def paper_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         try:
             for name, args in runs:
                 t0 = time.perf_counter()
-                assert stage(name).main([*args, *p]) == 0
+                assert load_stage(name).main([*args, *p]) == 0
                 seconds[f"{name} {' '.join(args[:2])}".strip()] = round(time.perf_counter() - t0, 1)
         finally:
             logging.getLogger("mal.labeler.encoder").removeHandler(warnings)
@@ -274,4 +265,4 @@ def test_a_key_renamed_in_the_profile_fails_the_stage(paper_run: dict[str, Any],
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(work)
         with pytest.raises(ValueError, match=rf"unknown keys \['{old}_renamed'\]"):
-            stage(stage_name).main([*args, "--params", str(params_file)])
+            load_stage(stage_name).main([*args, "--params", str(params_file)])

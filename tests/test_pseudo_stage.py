@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import yaml
 from mal.common.images import image_path
 from mal.labeler.model import checkpoint_mask_threshold
 from tests._pseudo_fixtures import tiny_checkpoint
+from tests.conftest import load_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,9 +32,7 @@ def test_pseudo_label_stage_writes_output_and_metrics(shapes_dir: Path, tmp_path
     (tmp_path / "params.yaml").write_text(
         yaml.safe_dump({"pseudo_label": cfg, "data": data, "timings_dir": str(timings)})
     )
-    spec = importlib.util.spec_from_file_location("stage_pl", REPO / "stages" / "pseudo_label.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_stage("pseudo_label")
     assert mod.main(["--labeler", "tiny", "--params", str(tmp_path / "params.yaml")]) == 0
     out = json.loads((tmp_path / "pseudo" / "tiny" / "train_pseudo.json").read_text())
     src = json.loads((shapes_dir / "train_boxes.json").read_text())
@@ -56,9 +54,7 @@ def test_pseudo_label_stage_writes_output_and_metrics(shapes_dir: Path, tmp_path
 
 def test_shard_processes_label_concurrently_with_the_same_output(shapes_dir: Path, tmp_path: Path) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    spec = importlib.util.spec_from_file_location("stage_pl2", REPO / "stages" / "pseudo_label.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_stage("pseudo_label")
     outs = {}
     for procs in (1, 2):  # 1: the shards in this process; 2: two child processes, then the merge here
         run = tmp_path / f"p{procs}"

@@ -192,9 +192,7 @@ def test_stage_builds_then_is_a_no_op(tmp_path):
 def test_stage_fine_tunes_a_pretrained_convnet_with_its_own_train_params(built, tmp_path):
     """`stages/train_labeler.py` on a labeler whose encoder file comes from the weights stage and whose own
     ``train`` mapping overrides ``labeler.train`` (the demo's pretrained labelers)."""
-    import importlib.util
-
-    from tests.conftest import tiny_shapes_records
+    from tests.conftest import load_stage, tiny_shapes_records
 
     data_dir, _, _ = tiny_shapes_records(tmp_path / "data", num_val=1)
     lab_paths = {"checkpoint": "models/{labeler}/checkpoint.pt", "metrics": "metrics/{labeler}.json",
@@ -210,10 +208,7 @@ def test_stage_fine_tunes_a_pretrained_convnet_with_its_own_train_params(built, 
                                     "num_threads": 1},
                           "models": {"effnet": model}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    spec = importlib.util.spec_from_file_location("train_labeler_stage", REPO / "stages" / "train_labeler.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
-    assert stage.main(["--params", str(tmp_path / "params.yaml"), "--labeler", "effnet"]) == 0
+    assert load_stage("train_labeler").main(["--params", str(tmp_path / "params.yaml"), "--labeler", "effnet"]) == 0
     metrics = json.loads((tmp_path / "metrics" / "effnet.json").read_text())
     assert metrics["epochs"] == 1 and metrics["steps"] >= 1  # the model's epochs, not labeler.train's 5
     ckpt = torch.load(tmp_path / "models" / "effnet" / "checkpoint.pt", weights_only=True)
