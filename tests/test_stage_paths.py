@@ -10,6 +10,7 @@ import pytest
 
 from mal.common import paths
 from mal.common.params import load_params
+from mal.labeler.encoder import _is_path_like
 from tests.conftest import REPO
 
 LIVE_PLOTS = Path("plots/metrics")  # where dvclive writes its curves inside its directory
@@ -50,7 +51,7 @@ def _expected(params: dict) -> dict[str, dict[str, list[Path]]]:
         pl = paths.templated(params["pseudo_label"], ("boxes_json", "checkpoint", "out_json", "metrics"), lab)
         mq = paths.templated(params["mask_quality"], ("pseudo_json", "gt_json", "metrics", "overlay_dir"), lab)
         pretrained = params["labeler"]["models"][lab].get("pretrained")
-        weights = [Path(pretrained)] if isinstance(pretrained, str) and Path(pretrained).suffix else []
+        weights = [Path(pretrained)] if isinstance(pretrained, str) and _is_path_like(pretrained) else []  # as the encoder
         out[f"train_labeler@{lab}"] = {"deps": [prepared["train_boxes"], prepared["val_gt"], roots["train"],
                                                 roots["val"], *weights],
                                        "outs": [lp["checkpoint"], lp["metrics"], lp["plots_dir"] / LIVE_PLOTS]}
