@@ -1,15 +1,16 @@
 """DVC stage `train_detector`: train a Detectron2 detector on GT or pseudo masks.
 
-    python stages/train_detector.py --detector mask_rcnn_R18_demo --masks gt
-    python stages/train_detector.py --detector cascade_R18_demo --masks vit_tiny   # a labeler's pseudo-labels
+    python stages/train_detector.py --detector mask_rcnn_MNv2_demo --masks gt --seed 0
+    python stages/train_detector.py --detector cascade_MNv2_demo --masks vit_tiny --seed 1   # a labeler's pseudo-labels
 
 Reads params.yaml `detector:`. Training JSON: `detector.gt_json` for `--masks gt`, else
-`detector.pseudo_json` with {labeler} = the masks source. Checkpoints go to `<work_dir>/<masks>__<detector>/`
-(kept across runs, so an interrupted run resumes when started again with the same config); the finished model
-goes to `<out_dir>/<masks>__<detector>/`: model_final.pth (weights only), config.yaml, train_info.json
+`detector.pseudo_json` with {labeler} = the masks source. `--seed` (one of `table.seeds`; default: params `seed`)
+seeds the detector's initialisation and data order; each seed is its own run, `<cell>` = `<masks>__<detector>__s<seed>`.
+Checkpoints go to `<work_dir>/<cell>/` (kept across runs, so an interrupted run resumes when started again with the
+same config); the finished model goes to `<out_dir>/<cell>/`: model_final.pth (weights only), config.yaml, train_info.json
 (all reproduced exactly by an identical re-run); detectron2's log.txt and per-iteration train_log.jsonl and the
 wall-clock timings go to `<timings_dir>/train_detector/` (git-ignored); loss/lr curves for `dvc plots` go to
-`<detector.live_dir>/<masks>__<detector>/` (dvclive).
+`<detector.live_dir>/<cell>/` (dvclive).
 Multi-GPU: `--num-gpus N` (detectron2 launch; default: every visible GPU). With `detector.train.reference_world_size`
 R (paper profile: 8, the zoo's), batch, lr and iterations are scaled to N GPUs x machines (same images per GPU,
 same epochs; `mal.detection.detector.scale_to_world_size`).
@@ -80,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--detector", required=True, help="a key of mal.detection.detector.DETECTORS")
     ap.add_argument("--masks", required=True, help="'gt' or a labeler name (uses its pseudo-label JSON)")
+    ap.add_argument("--seed", type=int, default=None, help="detector seed (DVC: each of table.seeds); default: params seed")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--num-gpus", default=None, help="default: params detector.num_gpus (auto | N; 0 = CPU)")
     ap.add_argument("--num-machines", type=int, default=1)
@@ -96,19 +98,20 @@ def main(argv: list[str] | None = None) -> int:
 
     params = load_params(args.params)
     dparams = params["detector"]
-    check_detector_params(dparams, backbones={s.backbone for s in det.DETECTORS.values() if s.profile == "paper"})
+    check_detector_params(dparams, backbones=det.weight_backbones())
     det.get_spec(args.detector)
     train_json = train_json_for(dparams, args.masks)
     if not train_json.is_file():
         raise SystemExit(f"train_detector: {train_json}: training JSON not found "
                          f"(masks={args.masks!r}; run the prepare / pseudo_label stage first)")
-    cell = detector_cell(args.masks, args.detector)
+    seed = int(params.get("seed", 0)) if args.seed is None else args.seed
+    cell = detector_cell(args.masks, args.detector, seed)
     work = Path(dparams["work_dir"]) / cell
     out = Path(dparams["out_dir"]) / cell
     image_root = image_roots(params["data"])["train"]
     num_gpus = resolve_num_gpus(args.num_gpus if args.num_gpus is not None else dparams.get("num_gpus", "auto"),
                                 "detector.num_gpus")  # GPUs asked for but absent: an error, not a slow CPU run
-    dparams = {**dparams, "seed": int(params.get("seed", 0)), "device": "cuda" if num_gpus else "cpu"}
+    dparams = {**dparams, "seed": seed, "device": "cuda" if num_gpus else "cpu"}
     cfg = det.build_cfg(args.detector, train_json, work, dparams, image_root=image_root)
     if args.opts:
         cfg.merge_from_list(args.opts)
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.OUTPUT_DIR = str(out)
     cfg.MODEL.WEIGHTS = ""
     (tmp / "config.yaml").write_text(cfg.dump())
-    info.update({"detector": args.detector, "masks": args.masks, "train_json": str(train_json)})
+    info.update({"detector": args.detector, "masks": args.masks, "seed": seed, "train_json": str(train_json)})
     write_json_atomic(tmp / "train_info.json", info, indent=2)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from mal.common.masks import box_rle, encode_mask
-from mal.report import to_markdown
+from mal.report.table import Table, to_markdown
 
 CATEGORY = "<b>cell</b>"  # markup in a name: the page must show it as text
 # (annotation id, image id, score, source/reason): 6 boxes, one without a score, one box fallback
@@ -71,8 +71,7 @@ def write_run(root: Path, title: str = "tiny run") -> Path:
     (root / "data" / "prepared" / "labelled.json").rename(root / "data" / "prepared" / "pseudo.json")
     params = {
         "data": {"dataset": "shapes", "out_dir": "data/prepared"},
-        "table": {"labelers": [lab], "detectors": [det], "metrics_dir": "metrics", "out_dir": "reports",
-                  "title": title},
+        "table": {"labelers": [lab], "detectors": [det], "seeds": [0], "metrics_dir": "metrics", "out_dir": "reports"},
         "labeler": {"paths": {"checkpoint": "models/{labeler}.pt", "metrics": "metrics/tl/{labeler}.json",
                               "plots_dir": "metrics/tl/{labeler}_plots", "state": ".work/{labeler}.pt"}},
         "pseudo_label": {"metrics": "metrics/pl/{labeler}.json", "out_json": "data/prepared/pseudo.json"},
@@ -92,11 +91,17 @@ def write_run(root: Path, title: str = "tiny run") -> Path:
                "confidence": {"spearman": 0.42, "bad_share": 0.2, "bad_share_in_lowest": 0.6, "ratio_vs_chance": 3.0}}
     _write_json(root / "metrics" / "mq" / f"{lab}.json", quality)
     _write_json(root / "metrics" / "pl" / f"{lab}.json", {"boxes_in": 6, "masks_out": 6, "box_fallback": 1})
-    row = {"detector": det, "mask_AP": 40.0, "mask_AP50": 70.0, "mask_AP75": 35.0, "box_AP": 42.0}
-    rows = [{**row, "masks": "GT (human)", "retention_pct": 100.0, "pseudo_mIoU": None},
-            {**row, "masks": f"MAL {lab}", "mask_AP": 30.0, "retention_pct": 75.0, "pseudo_mIoU": 0.8}]
+    row = {"detector": det, "seeds": 2, "mask_AP": 40.0, "mask_AP_sd": 1.0, "mask_AP_lo": 37.0, "mask_AP_hi": 43.0,
+           "mask_AP50": 70.0, "mask_AP75": 35.0, "box_AP": 42.0, "box_AP_sd": 1.0}
+    rows = [{**row, "masks": "GT (human)", "retention_pct": 100.0, "retention_lo": None, "retention_hi": None,
+             "pseudo_mIoU": None},
+            {**row, "masks": f"MAL {lab}", "mask_AP": 30.0, "retention_pct": 75.0, "retention_lo": 70.0,
+             "retention_hi": 80.0, "pseudo_mIoU": 0.8}]
+    meta = {"title": title, "level": 0.95, "resamples": 100, "resample_seeds": True, "seeds": [0, 1],
+            "val_images": 3, "val_instances": 6, "detectable_diff_AP": None, "detectable_diff_AP_max": None}
     (root / "reports").mkdir()
-    (root / "reports" / "paper_table.md").write_text(to_markdown(rows, title))
+    (root / "reports" / "paper_table.md").write_text(to_markdown(Table(rows, [], meta)))
+    _write_json(root / "reports" / "paper_table.json", {"meta": meta, "rows": rows, "comparisons": []})
     return root / "params.yaml"
 
 

@@ -18,6 +18,7 @@ from mal.detection import detector as det  # noqa: E402
 from mal.detection.coco_eval import evaluate_predictions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+LEARN_ITERS, LEARN_BOX_AP_FLOOR = 60, 20.0  # measured: see test_pretrained_demo_detector_learns
 
 
 def tiny_params(max_iter: int = 3) -> dict:
@@ -26,7 +27,18 @@ def tiny_params(max_iter: int = 3) -> dict:
     p["train"].update(max_iter=max_iter, ims_per_batch=2, warmup_iters=1, checkpoint_period=2)
     p["demo_arch"].update(input_size=96, anchor_min=8, rois_per_image=16)
     p["num_threads"] = 1
+    p["models"] = {name: {} for name in p["models"]}  # the R18 detectors' own 250-iteration schedule: not here
+    p["pretrained"]["MNv2"] = "none"  # random init: the smoke tests need no weights file (the learning test has one)
     return p
+
+
+@pytest.fixture(scope="module")
+def mobilenet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The weights stage's ImageNet MobileNetV2 file, built from its pinned package (offline)."""
+    from mal.weights.build import build_encoder
+
+    path, _ = build_encoder("mobilenetv2_100", tmp_path_factory.mktemp("weights"))
+    return path
 
 
 def _losses(work: Path) -> list[float]:
@@ -35,7 +47,8 @@ def _losses(work: Path) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mask_rcnn_R18_demo", "cascade_R18_demo"])
+@pytest.mark.parametrize("name", ["mask_rcnn_R18_demo", "cascade_R18_demo", "mask_rcnn_MNv2_demo",
+                                  "cascade_MNv2_demo"])
 def test_train_predict_evaluate(name: str, shapes_dir: Path, tmp_path: Path) -> None:
     train_json, val_json = shapes_dir / "train_gt.json", shapes_dir / "val_gt.json"
     work = tmp_path / "work"
@@ -52,8 +65,11 @@ def test_train_predict_evaluate(name: str, shapes_dir: Path, tmp_path: Path) -> 
     assert all(p["image_id"] in val_ids and 1 <= p["category_id"] <= 5 for p in preds)
     m = evaluate_predictions(val_json, preds)
     assert 0.0 <= m["mask_AP"] <= 100.0 and 0.0 <= m["box_AP"] <= 100.0
-    if name == "cascade_R18_demo":
+    if name.startswith("cascade"):
         assert saved.MODEL.ROI_HEADS.NAME == "CascadeROIHeads"
+        return
+    if "MNv2" in name:
+        assert saved.MODEL.BACKBONE.NAME == "build_timm_fpn_backbone" and saved.INPUT.FORMAT == "RGB"
         return
     # Resume: pretend the run died after iteration 1 (keep model_0000001.pth, drop the final checkpoint).
     assert sorted(f.name for f in work.glob("model_*.pth")) == ["model_0000001.pth", "model_final.pth"]
@@ -95,17 +111,24 @@ def test_checkpoint_errors_name_the_path(tmp_path: Path) -> None:
 
 def test_configs_build_offline(tmp_path: Path) -> None:
     p = tiny_params()
-    p["pretrained"] = {"R50": str(tmp_path / "R-50.pkl"), "R101": None, "X101": "https://example.org/x.pkl"}
+    p["pretrained"] = {"R50": str(tmp_path / "R-50.pkl"), "R101": None, "X101": "https://example.org/x.pkl",
+                       "MNv2": "none"}
     p["opts"] = {"TEST.DETECTIONS_PER_IMAGE": 50}
     for name, spec in det.DETECTORS.items():
         cfg = det.build_cfg(name, None, tmp_path, p)
         assert cfg.INPUT.MASK_FORMAT == "bitmask" and cfg.TEST.DETECTIONS_PER_IMAGE == 50
         assert ("Cascade" in cfg.MODEL.ROI_HEADS.NAME) == name.startswith("cascade")
         if spec.profile == "demo":
-            assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.RESNETS.NORM == "GN"
-            assert cfg.MODEL.FPN.NORM == "GN" and cfg.MODEL.BACKBONE.FREEZE_AT == 0
-            assert cfg.MODEL.WEIGHTS == ""
+            assert cfg.MODEL.FPN.NORM == "GN" and cfg.MODEL.WEIGHTS == ""
             assert cfg.SOLVER.OPTIMIZER == "ADAMW" and cfg.SOLVER.MAX_ITER == 3
+            assert (cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN, cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN) == (600, 300)
+        if spec.profile == "demo" and spec.timm_model:
+            assert cfg.MODEL.BACKBONE.NAME == "build_timm_fpn_backbone" and cfg.MODEL.TIMM.NAME == "mobilenetv2_100"
+            assert cfg.MODEL.BACKBONE.FREEZE_AT == 2 and cfg.MODEL.TIMM.WEIGHTS == ""  # 'none': random init
+            assert cfg.INPUT.FORMAT == "RGB" and cfg.MODEL.PIXEL_MEAN == [123.675, 116.28, 103.53]
+        elif spec.profile == "demo":
+            assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.RESNETS.NORM == "GN"
+            assert cfg.MODEL.BACKBONE.FREEZE_AT == 0
     r50 = det.build_cfg("mask_rcnn_R50_FPN_3x", None, tmp_path, p)
     assert r50.MODEL.WEIGHTS == str(tmp_path / "R-50.pkl") and r50.SOLVER.MAX_ITER == 3
     r101 = det.build_cfg("mask_rcnn_R101_FPN_3x", None, tmp_path, {**p, "train": {}})
@@ -129,25 +152,30 @@ def test_stages_cli(shapes_dir: Path, tmp_path: Path) -> None:
     params["data"]["out_dir"] = str(shapes_dir)  # a built-in set: file_names are relative to it
     params["timings_dir"] = str(tmp_path / "timings")
     params["evaluate"].update(val_json=str(shapes_dir / "val_gt.json"), metrics_dir=str(tmp_path / "metrics"),
-                              num_threads=1)
+                              predictions_dir=str(tmp_path / "predictions"), num_threads=1)
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
-    args = ["--detector", "mask_rcnn_R18_demo", "--masks", "gt", "--params", str(pfile)]
+    args = ["--detector", "mask_rcnn_R18_demo", "--masks", "gt", "--seed", "3", "--params", str(pfile)]
     for stage in ("train_detector", "evaluate"):
         r = subprocess.run([sys.executable, str(REPO / f"stages/{stage}.py"), *args], capture_output=True,
                            text=True, cwd=REPO)
         assert r.returncode == 0, r.stderr[-3000:]
-    out = tmp_path / "models" / "gt__mask_rcnn_R18_demo"
+    cell = "gt__mask_rcnn_R18_demo__s3"
+    out = tmp_path / "models" / cell
     assert {"model_final.pth", "config.yaml", "train_info.json"} <= {f.name for f in out.iterdir()}
-    assert not (tmp_path / "work" / "gt__mask_rcnn_R18_demo").exists()  # checkpoints dropped when done
-    curve = tmp_path / "live" / "gt__mask_rcnn_R18_demo" / "plots" / "metrics" / "train" / "total_loss.tsv"
+    assert not (tmp_path / "work" / cell).exists()  # checkpoints dropped when done
+    curve = tmp_path / "live" / cell / "plots" / "metrics" / "train" / "total_loss.tsv"
     assert len(curve.read_text().splitlines()) >= 2  # header + >= 1 logged step
-    m = json.loads((tmp_path / "metrics" / "gt__mask_rcnn_R18_demo.json").read_text())
+    m = json.loads((tmp_path / "metrics" / f"{cell}.json").read_text())
     assert "mask_AP" in m and "box_AP75" in m and not any("time" in k for k in m)
-    assert json.loads((out / "train_info.json").read_text())["iterations"] == 2
+    preds = json.loads((tmp_path / "predictions" / f"{cell}.json").read_text())
+    assert len(preds) == m["num_predictions"]  # what the table's bootstrap re-scores
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["iterations"] == 2 and info["seed"] == 3
+    assert det.load_cfg(out / "config.yaml").SEED == 3
     timings = tmp_path / "timings" / "train_detector"
-    assert json.loads((timings / "gt__mask_rcnn_R18_demo.json").read_text())["s_per_iter"] > 0
-    assert (timings / "gt__mask_rcnn_R18_demo" / "log.txt").is_file()  # logs: out of the DVC output
+    assert json.loads((timings / f"{cell}.json").read_text())["s_per_iter"] > 0
+    assert (timings / cell / "log.txt").is_file()  # logs: out of the DVC output
     # Missing pseudo-labels: a clear error naming the file.
     r = subprocess.run([sys.executable, str(REPO / "stages/train_detector.py"), "--detector",
                         "mask_rcnn_R18_demo", "--masks", "nolabeler", "--params", str(pfile)],
@@ -158,6 +186,47 @@ def test_stages_cli(shapes_dir: Path, tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, str(REPO / "stages/evaluate.py"), *args], capture_output=True,
                        text=True, cwd=REPO)
     assert r.returncode != 0 and "model_final.pth" in r.stderr and "corrupt" in r.stderr
+
+
+def test_timm_backbone_is_the_pretrained_network(mobilenet_weights: Path) -> None:
+    """The detectron2 backbone gives the ImageNet network's own maps (frozen BN in train mode == timm in eval mode,
+    activations kept: detectron2's convert_frozen_batchnorm would drop timm's fused ReLU6), with the stem and the
+    stride-4 blocks frozen at freeze_at 2."""
+    import timm
+
+    from mal.common.timm_weights import load_local_weights
+    from mal.detection.timm_backbone import TimmBackbone
+
+    backbone = TimmBackbone("mobilenetv2_100", [1, 2, 3, 4], weights=str(mobilenet_weights), freeze_at=2).train()
+    ref = timm.create_model("mobilenetv2_100", features_only=True, out_indices=(1, 2, 3, 4))
+    load_local_weights(ref, mobilenet_weights)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ours, theirs = backbone(x), ref.eval()(x)
+    assert [tuple(v.shape[1:]) for v in ours.values()] == [(24, 16, 16), (32, 8, 8), (96, 4, 4), (320, 2, 2)]
+    for a, b in zip(ours.values(), theirs, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    frozen = {n.split(".")[1] for n, p in backbone.named_parameters() if not p.requires_grad}
+    assert frozen == {"conv_stem", "blocks"} and backbone.body.blocks[2][0].conv_pw.weight.requires_grad
+    assert not backbone.body.blocks[1][0].conv_pw.weight.requires_grad
+    with pytest.raises(FileNotFoundError, match="run the weights stage"):
+        TimmBackbone("mobilenetv2_100", [1, 2, 3, 4], weights="missing.safetensors")
+
+
+@pytest.mark.slow
+def test_pretrained_demo_detector_learns(shapes_dir: Path, mobilenet_weights: Path, tmp_path: Path) -> None:
+    """'It learns': the ImageNet-initialised demo Mask R-CNN reaches a box-AP floor on its training images
+    after a short schedule (random init stays near 0 there: docs/detector.md)."""
+    p = tiny_params(max_iter=LEARN_ITERS)
+    p["pretrained"]["MNv2"] = str(mobilenet_weights)
+    p["train"].update(warmup_iters=10, checkpoint_period=LEARN_ITERS, base_lr=0.002)
+    train_json = shapes_dir / "train_gt.json"
+    cfg = det.build_cfg("mask_rcnn_MNv2_demo", train_json, tmp_path / "work", p, image_root=shapes_dir)
+    assert cfg.MODEL.TIMM.WEIGHTS == str(mobilenet_weights)
+    det.train(cfg, train_json, shapes_dir, tmp_path / "work", num_threads=2)
+    preds = det.predict(cfg, tmp_path / "work" / "model_final.pth", train_json, shapes_dir, num_threads=2)
+    box_ap = evaluate_predictions(train_json, preds, tasks=("box",))["box_AP"]
+    assert box_ap >= LEARN_BOX_AP_FLOOR, box_ap
 
 
 def test_images_resolve_from_the_given_root(shapes_dir: Path, tmp_path: Path) -> None:

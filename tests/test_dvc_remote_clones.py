@@ -77,8 +77,8 @@ def test_clone_b_restores_what_clone_a_pushed(tmp_path: Path) -> None:
     for stage in LABELER_HALF[:1] + LABELER_HALF[2:]:
         assert f"Stage '{stage}' is cached - skipping run" in out_b, out_b
         assert not list((b / ".work" / "timings" / stage.split("@")[0]).glob("*.json")), stage  # script never ran
-    assert {"train_detector@vit_tiny-mask_rcnn_R18_demo", "paper_table"} <= ran_b, out_b
-    assert re.search(r"^train_detector vit_tiny__mask_rcnn_R18_demo: device (cpu|cuda)", out_b, re.M), out_b
+    assert {"train_detector@vit_tiny-mask_rcnn_MNv2_demo-0", "paper_table"} <= ran_b, out_b
+    assert re.search(r"^train_detector vit_tiny__mask_rcnn_MNv2_demo__s0: device (cpu|cuda)", out_b, re.M), out_b
     assert "Data and pipelines are up to date." in run_b("dvc", "status")
 
     lock_b = yaml.safe_load((b / "dvc.lock").read_text())["stages"]

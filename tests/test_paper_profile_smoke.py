@@ -198,7 +198,7 @@ def test_mae_file_loads_with_no_missing_encoder_keys(tmp_path: Path) -> None:
     pos_embed (14 x 14 + cls) to 512 px (32 x 32 + cls)."""
     import timm
 
-    from mal.labeler.encoder import load_local_weights
+    from mal.common.timm_weights import load_local_weights
 
     path = tmp_path / "mae_pretrain_vit_base.pth"
     sd = mae_state_dict()

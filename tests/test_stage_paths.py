@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from pathlib import Path, PurePosixPath
 
@@ -10,7 +11,8 @@ import pytest
 
 from mal.common import paths
 from mal.common.params import load_params
-from mal.labeler.encoder import _is_path_like
+from mal.common.timm_weights import is_path_like
+from mal.detection.detector import get_spec
 from tests.conftest import REPO
 
 LIVE_PLOTS = Path("plots/metrics")  # where dvclive writes its curves inside its directory
@@ -41,8 +43,10 @@ def _expected(params: dict) -> dict[str, dict[str, list[Path]]]:
         "weights": {"deps": [], "outs": [Path(params["weights"]["out_dir"])]},
         "prepare": {"deps": [Path(data["coco"][k]) for k in ("train_json", "train_images", "val_json", "val_images")],
                     "outs": [*prepared.values(), Path(data["metrics"])]},
-        "paper_table": {"deps": [Path(params["evaluate"]["metrics_dir"])],
+        "paper_table": {"deps": [Path(params["evaluate"]["metrics_dir"]), Path(params["evaluate"]["predictions_dir"]),
+                                 Path(params["evaluate"]["val_json"]), Path(data["metrics"])],
                         "outs": [Path(table["out_dir"]) / f for f in ("paper_table.md", "paper_table.csv",
+                                                                       "paper_table.json", "comparisons.csv",
                                                                        "retention.png")]
                         + [Path(table["metrics_dir"]) / "paper_table.json"]},
     }
@@ -51,7 +55,7 @@ def _expected(params: dict) -> dict[str, dict[str, list[Path]]]:
         pl = paths.templated(params["pseudo_label"], ("boxes_json", "checkpoint", "out_json", "metrics"), lab)
         mq = paths.templated(params["mask_quality"], ("pseudo_json", "gt_json", "metrics", "overlay_dir"), lab)
         pretrained = params["labeler"]["models"][lab].get("pretrained")
-        weights = [Path(pretrained)] if isinstance(pretrained, str) and _is_path_like(pretrained) else []  # as the encoder
+        weights = [Path(pretrained)] if isinstance(pretrained, str) and is_path_like(pretrained) else []  # as the encoder
         out[f"train_labeler@{lab}"] = {"deps": [prepared["train_boxes"], prepared["val_gt"], roots["train"],
                                                 roots["val"], *weights],
                                        "outs": [lp["checkpoint"], lp["metrics"], lp["plots_dir"] / LIVE_PLOTS]}
@@ -61,16 +65,19 @@ def _expected(params: dict) -> dict[str, dict[str, list[Path]]]:
                                       "outs": [mq["metrics"], mq["overlay_dir"]]}
         out["paper_table"]["deps"].append(mq["metrics"])
     dp = params["detector"]
-    for det in table["detectors"]:
+    for det, seed in itertools.product(table["detectors"], table["seeds"]):
+        spec = get_spec(det)
+        weights = dp["pretrained"].get(spec.backbone) if spec.timm_model else None  # the timm backbone's file
         for masks in ["gt", *table["labelers"]]:
-            cell = paths.detector_cell(masks, det)
+            cell = paths.detector_cell(masks, det, seed)
             train_json = Path(dp["gt_json"] if masks == "gt" else dp["pseudo_json"].format(labeler=masks))
-            name = f"train_detector_gt@{det}" if masks == "gt" else f"train_detector@{masks}-{det}"
-            out[name] = {"deps": [train_json, roots["train"]],
+            name = f"train_detector_gt@{det}-{seed}" if masks == "gt" else f"train_detector@{masks}-{det}-{seed}"
+            out[name] = {"deps": [train_json, roots["train"], *([Path(weights)] if weights else [])],
                          "outs": [Path(dp["out_dir"]) / cell, Path(dp["live_dir"]) / cell / LIVE_PLOTS]}
-            name = f"evaluate_gt@{det}" if masks == "gt" else f"evaluate@{masks}-{det}"
+            name = f"evaluate_gt@{det}-{seed}" if masks == "gt" else f"evaluate@{masks}-{det}-{seed}"
             out[name] = {"deps": [Path(dp["out_dir"]) / cell, Path(params["evaluate"]["val_json"]), roots["val"]],
-                         "outs": [paths.detector_metrics(params, masks, det)]}
+                         "outs": [paths.detector_metrics(params, masks, det, seed),
+                                  paths.detector_predictions(params, masks, det, seed)]}
     return out
 
 

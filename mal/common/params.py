@@ -46,7 +46,28 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
             f"{path}: {key}: {value!r} is read as a string, not a number (YAML needs a dot in an exponent "
             f"float: write {fixed}); {len(bad)} such value(s) in all: {', '.join(k for k, _ in bad)}"
         )
+    if "table" in params:
+        check_table_seeds(params["table"], path)
     return params
+
+
+def check_table_seeds(table: Any, where: str | Path = "params") -> list[int]:
+    """``table.seeds``: a non-empty list of distinct integers (one detector per seed and cell); else a
+    ``ValueError`` naming the key. Checked when params are read, so every stage (the first to run included)
+    stops before any training."""
+    seeds = table.get("seeds") if isinstance(table, dict) else None
+    key = f"{where}: table.seeds"
+    if not isinstance(seeds, list) or not seeds:
+        raise ValueError(f"{key}: expected a non-empty list of integers (e.g. [0, 1]), got {seeds!r}")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int)]
+    if bad:
+        raise ValueError(f"{key}: every seed must be an integer, got {bad[0]!r} in {seeds!r}")
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"{key}: seeds must be >= 0, got {seeds!r}")
+    dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dupes:
+        raise ValueError(f"{key}: duplicate seeds {dupes} in {seeds!r} (each seed trains one detector per cell)")
+    return seeds
 
 
 def check_keys(cfg: dict[str, Any] | None, known: Iterable[str], what: str) -> None:

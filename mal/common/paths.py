@@ -11,9 +11,10 @@ from typing import Any
 BUILTIN_DATASETS = ("nuclei", "shapes")
 
 
-def detector_cell(masks: str, detector: str) -> str:
-    """Name of one cell of the paper table: ``<masks>__<detector>`` (masks = ``gt`` or a labeler)."""
-    return f"{masks}__{detector}"
+def detector_cell(masks: str, detector: str, seed: int) -> str:
+    """Name of one trained detector of the paper table: ``<masks>__<detector>__s<seed>`` (masks = ``gt`` or a
+    labeler; one per seed of ``table.seeds``)."""
+    return f"{masks}__{detector}__s{int(seed)}"
 
 
 def image_roots(data: dict[str, Any]) -> dict[str, Path]:
@@ -53,9 +54,15 @@ def templated(section: dict[str, Any], keys: tuple[str, ...], labeler: str) -> d
     return {k: Path(str(section[k]).format(labeler=labeler)) for k in keys}
 
 
-def detector_metrics(params: dict[str, Any], masks: str, detector: str) -> Path:
-    """The flat metrics JSON ``evaluate`` writes for one cell."""
-    return Path(params["evaluate"]["metrics_dir"]) / f"{detector_cell(masks, detector)}.json"
+def detector_metrics(params: dict[str, Any], masks: str, detector: str, seed: int) -> Path:
+    """The flat metrics JSON ``evaluate`` writes for one trained detector."""
+    return Path(params["evaluate"]["metrics_dir"]) / f"{detector_cell(masks, detector, seed)}.json"
+
+
+def detector_predictions(params: dict[str, Any], masks: str, detector: str, seed: int) -> Path:
+    """The val predictions (COCO results JSON) ``evaluate`` writes for one trained detector (the table's
+    bootstrap re-scores them)."""
+    return Path(params["evaluate"]["predictions_dir"]) / f"{detector_cell(masks, detector, seed)}.json"
 
 
 def timings_path(params: dict[str, Any], stage: str, name: str | None = None) -> Path:

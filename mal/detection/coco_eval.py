@@ -110,25 +110,32 @@ def percent(v: float) -> float | None:
     return None if (v is None or math.isnan(v) or v < 0) else round(float(v) * 100.0, 4)
 
 
+def mean_precision(ev: COCOeval, iou: Any = slice(None), area: str = "all") -> float:
+    """AP as ``COCOeval.summarize`` computes it from an accumulated ``ev`` (0-1; -1 where undefined): the mean
+    precision over IoU thresholds ``iou``, recall points and categories, at area range ``area`` and the last
+    of ``params.maxDets``."""
+    s = ev.eval["precision"][iou, :, :, ev.params.areaRngLbl.index(area), -1]
+    s = s[s > -1]
+    return float(np.mean(s)) if s.size else -1.0
+
+
 def summary_stats(ev: COCOeval) -> list[float]:
     """``COCOeval.stats`` (12 numbers, -1 where undefined) at the *last* of ``params.maxDets`` throughout.
 
     ``COCOeval.summarize`` hard-codes maxDets=100 for the headline AP, which is -1 (null) for any other
     ``max_dets``; the other eleven numbers are computed as it computes them.
     """
-    p, prec, rec = ev.params, ev.eval["precision"], ev.eval["recall"]  # T x R x K x A x M, T x K x A x M
+    p, rec = ev.params, ev.eval["recall"]  # T x K x A x M (precision: T x R x K x A x M)
     area = {label: i for i, label in enumerate(p.areaRngLbl)}
     t50, t75 = (np.flatnonzero(np.isclose(p.iouThrs, t)) for t in (0.5, 0.75))
 
-    def mean(s: np.ndarray) -> float:
-        s = s[s > -1]
-        return float(np.mean(s)) if s.size else -1.0
-
     def ap(t: Any = slice(None), a: str = "all") -> float:
-        return mean(prec[t, :, :, area[a], -1])
+        return mean_precision(ev, t, a)
 
     def ar(m: int = -1, a: str = "all") -> float:
-        return mean(rec[:, :, area[a], m])
+        s = rec[:, :, area[a], m]
+        s = s[s > -1]
+        return float(np.mean(s)) if s.size else -1.0
 
     return [ap(), ap(t50), ap(t75), ap(a="small"), ap(a="medium"), ap(a="large"),
             ar(0), ar(1), ar(), ar(a="small"), ar(a="medium"), ar(a="large")]

@@ -1,6 +1,7 @@
 """Phase 3: Detectron2 Mask R-CNN / Cascade Mask R-CNN trained on (pseudo or human) masks.
 
-The only module of the project that imports detectron2 (installed by ``scripts/install_detectron2.sh``).
+With ``timm_backbone`` (a timm encoder as a detectron2 backbone) the only modules of the project that import
+detectron2 (installed by ``scripts/install_detectron2.sh``).
 It plugs in through detectron2's own registries: datasets via ``register_coco_instances`` (image_root =
 the split's image folder, ``mal.common.paths.image_roots``), models via model-zoo yaml configs, training via a small
 ``DefaultTrainer`` subclass (resume, periodic checkpoints, ``CommonMetricPrinter`` progress/ETA log),
@@ -8,9 +9,9 @@ multi-GPU via ``detectron2.engine.launch``. Evaluation: :func:`predict` returns 
 by :mod:`mal.detection.coco_eval` (pycocotools, the slow reference implementation, i.e. ``use_fast_impl=False``).
 
 Detectors (:data:`DETECTORS`): the paper profile (``*_FPN_3x``: model-zoo 3x schedule, ImageNet-pretrained
-backbone from ``params.detector.pretrained`` — a path or URL) and the CPU demo profile (``*_R18_demo``:
-ResNet-18 + GroupNorm from scratch at small input size, narrow heads, AdamW; measured on the 2-core CPU
-machines, docs/detector.md).
+backbone from ``params.detector.pretrained`` — a path or URL) and the CPU demo profile (small input, narrow
+heads, AdamW; measured on the 2-core CPU machines, docs/detector.md): ``*_MNv2_demo`` over an ImageNet
+MobileNetV2 from the weights stage (the default), ``*_R18_demo`` ResNet-18 + GroupNorm from scratch.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from tqdm import tqdm
 
 from mal.common.files import atomic_path, file_sha256, fingerprint
 from mal.detection.params import NO_PRETRAINED
+from mal.detection.timm_backbone import add_timm_config
+from mal.detection.timm_backbone import data_config as timm_data_config
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +54,19 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """A named detector: model-zoo yaml, profile (``demo`` | ``paper``), backbone key of its weights."""
+    """A named detector: model-zoo yaml, profile (``demo`` | ``paper``), backbone key of its weights in
+    ``params.detector.pretrained``, and the timm model of a timm backbone (``None``: detectron2's ResNet)."""
 
     zoo_config: str
     profile: str
     backbone: str
+    timm_model: str | None = None
 
 
 DETECTORS: dict[str, DetectorSpec] = {
+    "mask_rcnn_MNv2_demo": DetectorSpec("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml", "demo", "MNv2",
+                                        "mobilenetv2_100"),
+    "cascade_MNv2_demo": DetectorSpec("Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml", "demo", "MNv2", "mobilenetv2_100"),
     "mask_rcnn_R18_demo": DetectorSpec("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml", "demo", "R18"),
     "cascade_R18_demo": DetectorSpec("Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml", "demo", "R18"),
     "mask_rcnn_R50_FPN_3x": DetectorSpec(
@@ -69,6 +77,11 @@ DETECTORS: dict[str, DetectorSpec] = {
         "COCO-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_3x.yaml", "paper", "X101"),
     "cascade_mask_rcnn_R50_FPN_3x": DetectorSpec("Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml", "paper", "R50"),
 }
+
+
+def weight_backbones() -> set[str]:
+    """The keys ``params.detector.pretrained`` may have: backbones that start from a weights file."""
+    return {s.backbone for s in DETECTORS.values() if s.profile == "paper" or s.timm_model}
 
 
 def get_spec(name: str) -> DetectorSpec:
@@ -121,6 +134,7 @@ def base_cfg() -> CfgNode:
     """detectron2's default config plus this project's extra keys (needed to re-read a saved config.yaml)."""
     cfg = get_cfg()
     cfg.SOLVER.OPTIMIZER = "SGD"  # SGD | ADAMW (see MalTrainer.build_optimizer)
+    add_timm_config(cfg)
     return cfg
 
 
@@ -134,22 +148,48 @@ def load_cfg(path: str | Path) -> CfgNode:
     return cfg
 
 
-def _apply_demo(cfg: CfgNode, demo: dict[str, Any]) -> None:
-    """The CPU demo variant: R18 + GN from scratch, small input, narrow heads, AdamW (docs/detector.md)."""
+def _is_none(weights: Any) -> bool:
+    return weights is not None and str(weights).lower() == NO_PRETRAINED
+
+
+def _apply_timm_backbone(cfg: CfgNode, spec: DetectorSpec, weights: Any) -> None:
+    """A timm encoder + FPN (:mod:`mal.detection.timm_backbone`) from a local ImageNet file, RGB input
+    normalised as the weights expect (timm's data config of the architecture, 0-255 scale)."""
+    if not weights:
+        raise ValueError(f"params: detector.pretrained.{spec.backbone}: a local weights file is needed for "
+                         f"{spec.timm_model} (e.g. models/weights/{spec.timm_model}.safetensors), or 'none'")
+    cfg.MODEL.BACKBONE.NAME = "build_timm_fpn_backbone"
+    cfg.MODEL.TIMM.NAME = spec.timm_model
+    cfg.MODEL.TIMM.WEIGHTS = "" if _is_none(weights) else str(weights)
+    data = timm_data_config(spec.timm_model)
+    cfg.INPUT.FORMAT = "RGB"
+    cfg.MODEL.PIXEL_MEAN = [round(255.0 * v, 3) for v in data["mean"]]
+    cfg.MODEL.PIXEL_STD = [round(255.0 * v, 3) for v in data["std"]]
+
+
+def _apply_demo(cfg: CfgNode, demo: dict[str, Any], spec: DetectorSpec, weights: Any) -> None:
+    """The CPU demo variant: small input, narrow heads, AdamW, GN in the FPN (docs/detector.md); the backbone
+    is an ImageNet timm encoder (``*_MNv2_demo``) or ResNet + GN from scratch (``*_R18_demo``)."""
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.BACKBONE.FREEZE_AT = 0
-    cfg.MODEL.RESNETS.DEPTH = int(demo["depth"])
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if int(demo["depth"]) in (18, 34) else 256
-    cfg.MODEL.RESNETS.NORM = "GN"
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    if spec.timm_model:
+        _apply_timm_backbone(cfg, spec, weights)
+        cfg.MODEL.BACKBONE.FREEZE_AT = int(demo["freeze_at"])  # pretrained stem + stride-4 blocks: as the zoo's 2
+    else:
+        cfg.MODEL.RESNETS.DEPTH = int(demo["depth"])
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if int(demo["depth"]) in (18, 34) else 256
+        cfg.MODEL.RESNETS.NORM = "GN"
+        cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+        cfg.MODEL.PIXEL_STD = [57.375, 57.120, 58.395]  # from scratch: as the zoo's scratch GN configs
     cfg.MODEL.FPN.NORM = "GN"
     cfg.MODEL.FPN.OUT_CHANNELS = int(demo["fpn_channels"])
-    cfg.MODEL.PIXEL_STD = [57.375, 57.120, 58.395]  # from scratch: as the zoo's scratch GN configs
     lo, n = float(demo["anchor_min"]), len(cfg.MODEL.ANCHOR_GENERATOR.SIZES)
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[lo * 2**i] for i in range(n)]
     cfg.MODEL.ROI_BOX_HEAD.FC_DIM = int(demo["box_fc_dim"])
     cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = int(demo["mask_conv_dim"])
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = int(demo["rois_per_image"])
+    # <= ~30 objects an image: 600 / 300 proposals (the zoo's 2000 / 1000) halve the RPN's NMS time in training
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN, cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = (int(v) for v in demo["rpn_topk_train"])
     size = int(demo["input_size"])
     cfg.INPUT.MIN_SIZE_TRAIN = (size,)
     cfg.INPUT.MAX_SIZE_TRAIN = size
@@ -176,11 +216,11 @@ def build_cfg(detector: str, train_json: str | Path | None, output_dir: str | Pa
     sched = {**(params.get("train") or {}), **model_over}
     cfg = base_cfg()
     cfg.merge_from_file(model_zoo.get_config_file(spec.zoo_config))
+    weights = (params.get("pretrained") or {}).get(spec.backbone)
     if spec.profile == "demo":
-        _apply_demo(cfg, params["demo_arch"])
+        _apply_demo(cfg, params["demo_arch"], spec, weights)
     else:
-        weights = (params.get("pretrained") or {}).get(spec.backbone)
-        if weights and str(weights).lower() == NO_PRETRAINED:  # random init: smoke tests, no download
+        if _is_none(weights):  # random init: smoke tests, no download
             cfg.MODEL.WEIGHTS = ""
             # Random FrozenBN backbones (nothing normalises) diverge at once, Inf proposals by iteration 2: inputs
             # normalised as the zoo's from-scratch configs (PIXEL_STD 1 suits MSRA weights only), gradients clipped

@@ -16,9 +16,9 @@ DETECTOR_KEYS = ("gt_json", "pseudo_json", "out_dir", "work_dir", "live_dir", "n
 # detector.train, and what detector.models.<name> may override (plus ``opts``)
 SCHEDULE_KEYS = ("max_iter", "ims_per_batch", "base_lr", "weight_decay", "lr_scheduler", "warmup_iters", "steps",
                  "checkpoint_period", "optimizer", "reference_world_size")
-DEMO_ARCH_KEYS = ("depth", "input_size", "anchor_min", "fpn_channels", "box_fc_dim", "mask_conv_dim",
-                  "rois_per_image")
-EVALUATE_KEYS = ("val_json", "metrics_dir", "max_dets", "num_threads", "evaluator")
+DEMO_ARCH_KEYS = ("depth", "freeze_at", "input_size", "anchor_min", "fpn_channels", "box_fc_dim", "mask_conv_dim",
+                  "rois_per_image", "rpn_topk_train")
+EVALUATE_KEYS = ("val_json", "metrics_dir", "predictions_dir", "max_dets", "num_threads", "evaluator")
 # detector.pretrained.<backbone>: a path or URL; null = the zoo's default (a download); NO_PRETRAINED = none
 NO_PRETRAINED = "none"
 

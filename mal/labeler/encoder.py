@@ -6,21 +6,16 @@ hierarchical backbones (ConvNeXt: NCHW, Swin: NHWC) give their last feature map.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import timm
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from mal.common.timm_weights import is_path_like, load_local_weights
 
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz", ".npy")
+log = logging.getLogger(__name__)
 
 
 def _create(name: str, img_size: int, pretrained: bool, **kwargs: Any) -> nn.Module:
@@ -50,42 +45,25 @@ def drop_unused_head(model: nn.Module) -> list[str]:
     return dropped
 
 
-def _is_path_like(value: str) -> bool:
-    return os.sep in value or "/" in value or value.lower().endswith(WEIGHT_SUFFIXES)
+def drop_unused_stages(model: nn.Module) -> int:
+    """Cut a ``features_only`` model's ``blocks`` after the last one whose map is returned; returns how many
+    were dropped.
 
-
-def load_local_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
-    """Load a local weights file (safetensors / pth / npz) into a timm model, non-strictly.
-
-    The model family's ``checkpoint_filter_fn`` (timm) adapts the file, e.g. resamples ViT positional
-    embeddings to the crop size (bicubic, antialias off). ``torch.load`` runs with ``weights_only=True``.
-    Returns ``(missing_keys, unexpected_keys)`` and logs them; raises ``ValueError`` naming the path when
-    the file is missing or unreadable.
+    timm's EfficientNet/MobileNet feature models build (and run) every block even when ``out_indices`` stops at
+    the stride-16 map; the later blocks then get no gradient, which DistributedDataParallel rejects on the
+    second step. Their forward loops over ``blocks`` and collects the maps by stage index, so a shorter
+    ``blocks`` gives the same maps. Wrappers that already stop at the last map (``FeatureListNet``) are unchanged.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: pretrained weights file not found")
-    module = sys.modules.get(type(model).__module__)
-    filter_fn = getattr(module, "checkpoint_filter_fn", None)
-    if filter_fn is not None and "antialias" in inspect.signature(filter_fn).parameters:
-        # Resample pos-embeds as DINOv2 / HF / their ONNX exports do: bicubic without antialias (timm's default
-        # antialias only differs when shrinking, e.g. 518 px DINOv2 -> a 224 px crop, by up to 0.4).
-        filter_fn = functools.partial(filter_fn, antialias=False)
-    try:
-        result = timm.models.load_checkpoint(
-            model, str(path), use_ema=False, strict=False, filter_fn=filter_fn, weights_only=True
-        )
-    except Exception as e:  # noqa: BLE001 - re-raised with the path named
-        raise ValueError(f"{path}: could not load encoder weights ({type(e).__name__}: {e})") from e
-    missing = list(getattr(result, "missing_keys", []) or [])
-    unexpected = list(getattr(result, "unexpected_keys", []) or [])
-    if missing:
-        log.warning(
-            "%s: %d encoder keys missing from the weights file, e.g. %s", path, len(missing), missing[:5]
-        )
-    if unexpected:
-        log.warning("%s: %d unexpected keys ignored, e.g. %s", path, len(unexpected), unexpected[:5])
-    return missing, unexpected
+    blocks = getattr(model, "blocks", None)
+    info = getattr(model, "feature_info", None)
+    if not isinstance(blocks, nn.Sequential) or info is None:
+        return 0
+    used = [int(m.split(".")[1]) for m in info.module_name() if m.startswith("blocks.")]
+    keep = max(used) + 1 if used else 0
+    dropped = len(blocks) - keep
+    if dropped > 0:
+        model.blocks = blocks[:keep]
+    return max(dropped, 0)
 
 
 class Encoder(nn.Module):
@@ -106,7 +84,7 @@ class Encoder(nn.Module):
         if pretrained is True:
             hub = True
         elif isinstance(pretrained, str):
-            if _is_path_like(pretrained):
+            if is_path_like(pretrained):
                 weights_file = pretrained
             else:  # a timm hub tag, e.g. "mae" -> vit_base_patch16_224.mae (needs network access)
                 name = f"{name.split('.')[0]}.{pretrained}"
@@ -121,7 +99,9 @@ class Encoder(nn.Module):
         # encoder_args {features_only: true, out_indices: [k]}: a ConvNet's stride-16 map instead of its last
         # (stride 32), e.g. 8 x 8 at 128 px like a ViT/16; timm returns the list of the maps asked for
         self.features_only = bool(kwargs.get("features_only"))
-        if not self.features_only:
+        if self.features_only:
+            drop_unused_stages(self.model)
+        else:
             drop_unused_head(self.model)
         self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
         self.out_channels = int(

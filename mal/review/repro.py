@@ -8,6 +8,7 @@ score histogram and the least-confident masks. A stage that has not run yet leav
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -58,15 +59,16 @@ def paper_table_html(run: _Run) -> str:
         return page.table(rows[0], [[_num(v) for v in r] for r in rows[1:]], cls="paper", left=2)
     run.missing.append(f"{out_dir / 'paper_table.md'} (stage report)")
     rows = []
-    for det in run.params["table"]["detectors"]:
-        for masks in ["gt", *run.params["table"]["labelers"]]:
-            path = detector_metrics(run.params, masks, det)
-            m = run.json(path, f"stage evaluate {detector_cell(masks, det)}")
+    table = run.params["table"]
+    for det, seed in itertools.product(table["detectors"], table["seeds"]):
+        for masks in ["gt", *table["labelers"]]:
+            path = detector_metrics(run.params, masks, det, seed)
+            m = run.json(path, f"stage evaluate {detector_cell(masks, det, seed)}")
             if m is not None:
-                rows.append([det, masks, *(m.get(k) for k in ("mask_AP", "mask_AP50", "mask_AP75", "box_AP"))])
+                rows.append([det, masks, seed, *(m.get(k) for k in ("mask_AP", "mask_AP50", "mask_AP75", "box_AP"))])
     if not rows:
         return '<p class="warn">No paper table and no detector metrics yet.</p>'
-    return page.table(["detector", "masks", "mask AP", "AP50", "AP75", "box AP"], rows, cls="paper", left=2)
+    return page.table(["detector", "masks", "seed", "mask AP", "AP50", "AP75", "box AP"], rows, cls="paper", left=3)
 
 
 def _num(v: str) -> Any:
@@ -157,5 +159,7 @@ def build_repro_page(params_path: str | Path = "params.yaml", num: int = DEFAULT
     if run.missing:
         items = "".join(f"<li>{page.esc(m)}</li>" for m in run.missing)
         body = f'<div class="warn">Not found (stage not run yet?):<ul>{items}</ul></div>' + body
-    title = f"MAL run review: {table.get('title', run.params_path)}"
+    table_json = run.at(Path(table["out_dir"]) / "paper_table.json")  # its title describes the data it was computed on
+    described = json.loads(table_json.read_text())["meta"]["title"] if table_json.is_file() else run.params_path
+    title = f"MAL run review: {described}"
     return page.document(title, body, f"{run.params_path.resolve()}"), run.missing
