@@ -109,6 +109,7 @@ def test_table_rows_intervals_verdicts_and_title(tmp_path: Path) -> None:
     result = build_table(params)
     rows = {r["masks"]: r for r in result.rows}
     assert rows["GT (human)"]["seeds"] == 2 and rows["GT (human)"]["retention_pct"] == 100.0
+    assert rows["GT (human)"]["retention_lo"] == rows["GT (human)"]["retention_hi"] == 100.0
     gt_ap = [json.loads((tmp_path / "metrics/detector" / f"gt__det__s{s}.json").read_text())["mask_AP"] for s in (0, 1)]
     assert rows["GT (human)"]["mask_AP"] == pytest.approx(np.mean(gt_ap))
     assert rows["GT (human)"]["mask_AP_sd"] == pytest.approx(np.std(gt_ap, ddof=1))

@@ -85,7 +85,7 @@ def test_repro_page_lists_missing_outputs(tmp_path: Path, capsys: pytest.Capture
     assert review_main(["--repro", "--params", str(params)]) == 0  # default --out: <table.out_dir>/review.html
     html = (tmp_path / "reports" / "review.html").read_text()
     assert "reports/paper_table.md (stage report)" in html
-    assert "metrics/detector/gt__det.json (stage evaluate gt__det)" in html  # the per-cell fallback
+    assert "metrics/detector/gt__det__s0.json (stage evaluate gt__det__s0)" in html  # the per-cell fallback
     assert "Training curves" in html and "Least-confident masks" not in html
 
 

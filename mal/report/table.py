@@ -29,6 +29,7 @@ from mal.detection.coco_eval import load_gt
 from mal.report.bootstrap import ImageEval, draw_resamples, interval, seed_mean_draws
 
 GT = "gt"
+GT_ROW = "GT (human)"  # the masks column of the GT-mask rows
 COLUMNS = ["detector", "masks", "seeds", "mask_AP", "mask_AP_sd", "mask_AP_lo", "mask_AP_hi", "mask_AP50",
            "mask_AP75", "box_AP", "box_AP_sd", "retention_pct", "retention_lo", "retention_hi", "pseudo_mIoU"]
 COMPARISON_COLUMNS = ["detector", "a", "b", "diff", "lo", "hi", "verdict"]
@@ -74,9 +75,10 @@ def data_title(prepared: dict[str, Any], table: dict[str, Any]) -> str:
             f"{', '.join(table['detectors'])}; seeds {', '.join(map(str, seeds))} ({len(seeds)} per cell)")
 
 
-def _seed_stats(metrics: list[dict[str, Any]], key: str) -> tuple[float, float]:
+def _seed_stats(metrics: list[dict[str, Any]], key: str) -> tuple[float, float | None]:
+    """Mean and sample sd over seeds (sd ``None`` for one seed: JSON has no NaN)."""
     vals = np.array([float(m[key]) for m in metrics])
-    return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+    return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else None
 
 
 def _verdict(det: str, a: str, b: str, diff: float, lo: float, hi: float) -> str:
@@ -109,16 +111,16 @@ def build_table(params: dict[str, Any]) -> Table:
             means[masks] = mean
             box, box_sd = _seed_stats(metrics, "box_AP")
             lo, hi = interval(ap_draws[masks], level)
-            row = {"detector": det, "masks": "GT (human)" if masks == GT else f"MAL {masks}", "seeds": len(seeds),
+            row = {"detector": det, "masks": GT_ROW if masks == GT else f"MAL {masks}", "seeds": len(seeds),
                    "mask_AP": mean, "mask_AP_sd": sd, "mask_AP_lo": lo, "mask_AP_hi": hi,
                    "mask_AP50": _seed_stats(metrics, "mask_AP50")[0], "mask_AP75": _seed_stats(metrics, "mask_AP75")[0],
-                   "box_AP": box, "box_AP_sd": box_sd, "retention_pct": 100.0, "retention_lo": None,
-                   "retention_hi": None, "pseudo_mIoU": None}
+                   "box_AP": box, "box_AP_sd": box_sd, "retention_pct": 100.0, "retention_lo": 100.0,
+                   "retention_hi": 100.0, "pseudo_mIoU": None}  # GT / GT: 100 in every draw
             if masks != GT:
                 gt_mean = means[GT]
                 with np.errstate(divide="ignore", invalid="ignore"):
                     ratio = 100.0 * ap_draws[masks] / ap_draws[GT]
-                row["retention_pct"] = 100.0 * mean / gt_mean if gt_mean > 0 else float("nan")
+                row["retention_pct"] = 100.0 * mean / gt_mean if gt_mean > 0 else None
                 row["retention_lo"], row["retention_hi"] = interval(ratio, level)
                 quality = _read_json(templated(params["mask_quality"], ("metrics",), masks)["metrics"])
                 row["pseudo_mIoU"] = quality["miou"]
@@ -136,15 +138,19 @@ def build_table(params: dict[str, Any]) -> Table:
             "val_images": len(gt.getImgIds()), "val_instances": len(gt.getAnnIds()),
             "detectable_diff_AP": float(np.median(half_widths)) if half_widths else None,
             "detectable_diff_AP_max": float(np.max(half_widths)) if half_widths else None}
-    return Table(rows, comparisons, meta)
+    return Table([_no_nan(r) for r in rows], [_no_nan(c) for c in comparisons], meta)
+
+
+def _no_nan(record: dict[str, Any]) -> dict[str, Any]:
+    """Non-finite numbers (an interval with no finite draw) as ``None``: JSON and CSV readers get null / empty."""
+    return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in record.items()}
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
+    """A number of the table: AP and % with 1 decimal, mIoU with 3; "–" where there is none."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "–"
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 1.5 and digits == 1 else f"{value:.{digits}f}"
-    return str(value)
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def to_markdown(result: Table) -> str:
@@ -155,13 +161,13 @@ def to_markdown(result: Table) -> str:
               f"retention % [{pct}]", "pseudo-mask mIoU"]
     lines = [f"## {m['title']}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in result.rows:
-        ret = _fmt(r["retention_pct"]) if r["retention_lo"] is None else (
+        ret = _fmt(r["retention_pct"]) if r["masks"] == GT_ROW else (
             f"{_fmt(r['retention_pct'])} [{_fmt(r['retention_lo'])}, {_fmt(r['retention_hi'])}]")
         lines.append("| " + " | ".join([
             r["detector"], r["masks"], str(r["seeds"]),
             f"{_fmt(r['mask_AP'])} ± {_fmt(r['mask_AP_sd'])} [{_fmt(r['mask_AP_lo'])}, {_fmt(r['mask_AP_hi'])}]",
             _fmt(r["mask_AP50"]), _fmt(r["mask_AP75"]), f"{_fmt(r['box_AP'])} ± {_fmt(r['box_AP_sd'])}", ret,
-            _fmt(r["pseudo_mIoU"])]) + " |")
+            _fmt(r["pseudo_mIoU"], 3)]) + " |")
     lines += ["", "| Labeler pair (mask AP difference) | difference | " + pct + " interval | verdict |",
               "|---|---|---|---|"]
     for c in result.comparisons:
@@ -197,7 +203,7 @@ def plot_retention(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = [r for r in rows if r["retention_lo"] is not None]
+    cells = [r for r in rows if r["masks"] != GT_ROW]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(cells) + 2), 3.4))
     y = np.array([r["retention_pct"] for r in cells])
     err = np.abs(np.array([[r["retention_lo"], r["retention_hi"]] for r in cells]).T - y)
