@@ -284,11 +284,11 @@ def test_unknown_detector_param_keys_are_rejected() -> None:
     from mal.detection.params import check_detector_params
 
     dparams = yaml.safe_load((REPO / "params.yaml").read_text())["detector"]
-    check_detector_params(dparams, backbones={"R50", "R101", "X101"})
+    check_detector_params(dparams, backbones=det.weight_backbones())
     for section, bad in (("train", "max_iters"), ("demo_arch", "dept"), ("pretrained", "R152")):
         broken = copy.deepcopy(dparams)
         broken[section][bad] = 1
         with pytest.raises(ValueError, match=rf"detector.{section}: unknown keys \['{bad}'\]"):
-            check_detector_params(broken, backbones={"R50", "R101", "X101"})
+            check_detector_params(broken, backbones=det.weight_backbones())
     with pytest.raises(ValueError, match=r"detector.models.x: unknown keys \['lr'\]"):
         check_detector_params({**dparams, "models": {"x": {"lr": 1}}})

@@ -235,7 +235,7 @@ def test_pseudo_labels_cover_every_train_box(paper_run: dict[str, Any]) -> None:
 @pytest.mark.parametrize("detector", DETECTORS)
 def test_detector_trains_and_is_evaluated(paper_run: dict[str, Any], detector: str) -> None:
     work, params = paper_run["work"], paper_run["params"]
-    cell = f"{LABELER}__{detector}"
+    cell = f"{LABELER}__{detector}__s0"  # the profile's one seed (table.seeds: [0])
     info = json.loads((work / params["detector"]["out_dir"] / cell / "train_info.json").read_text())
     assert (info["ims_per_batch"], info["iterations"], info["world_size"]) == (1, 2, 1)
     cfg = yaml.safe_load((work / params["detector"]["out_dir"] / cell / "config.yaml").read_text())

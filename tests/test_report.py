@@ -154,3 +154,15 @@ def test_bad_seeds_stop_at_params_loading(tmp_path: Path, seeds, message) -> Non
     path.write_text(yaml.safe_dump({"table": {"labelers": ["a"], "seeds": seeds}}))
     with pytest.raises(ValueError, match=rf"params.yaml: table.seeds: .*{message}"):
         load_params(path)
+
+
+def test_a_gt_detector_that_detects_nothing_gives_no_retention(tmp_path: Path) -> None:
+    """A 0-AP GT cell (a smoke run) leaves retention undefined (null), and every file is still written."""
+    params = _write_run(tmp_path, {"gt": 0, "lab": 3}, seeds=[0])
+    gt = json.loads((tmp_path / "val_gt.json").read_text())
+    (tmp_path / "predictions" / "gt__det__s0.json").write_text("[]")
+    (tmp_path / "metrics" / "detector" / "gt__det__s0.json").write_text(json.dumps(evaluate_predictions(gt, [])))
+    write_report(params)
+    rows = json.loads((tmp_path / "reports" / "paper_table.json").read_text())["rows"]
+    assert rows[1]["retention_pct"] is None and rows[1]["mask_AP_sd"] is None  # one seed: no sd
+    assert (tmp_path / "reports" / "retention.png").is_file()

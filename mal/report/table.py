@@ -205,8 +205,9 @@ def plot_retention(rows: list[dict[str, Any]], path: Path) -> None:
 
     cells = [r for r in rows if r["masks"] != GT_ROW]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(cells) + 2), 3.4))
-    y = np.array([r["retention_pct"] for r in cells])
-    err = np.abs(np.array([[r["retention_lo"], r["retention_hi"]] for r in cells]).T - y)
+    # None (a GT detector with 0 AP: no retention) -> NaN: no bar, no error bar
+    y = np.array([r["retention_pct"] for r in cells], dtype=float)
+    err = np.abs(np.array([[r["retention_lo"], r["retention_hi"]] for r in cells], dtype=float).T - y)
     ax.bar([f"{r['detector']}\n{r['masks']}" for r in cells], y, yerr=err, capsize=4, color="#4c72b0")
     ax.axhline(100, color="k", lw=0.8, ls="--")
     ax.set_ylabel("retention % (pseudo / GT mask AP)")
