@@ -18,6 +18,7 @@ install: .venv/.installed
 # make repro PROFILE=paper  -> switch params.yaml to profiles/paper.yaml first (see README)
 repro: install
 	$(if $(PROFILE),$(PY) -m mal profile $(PROFILE),)
+	$(PY) scripts/check_params.py params.yaml   # a bad key stops here, in one line, before any stage
 	dvc repro
 
 test: install

@@ -43,3 +43,22 @@ def test_stage_reports_the_bad_value_before_any_work(tmp_path):
     assert proc.returncode != 0
     assert "labeler.train.lr_per_sample: '3e-5' is read as a string" in proc.stderr
     assert "write 3.0e-5" in proc.stderr
+
+
+def test_check_params_script_prints_one_line_naming_the_key(tmp_path) -> None:
+    """`make repro`'s pre-check: a bad table.seeds is one line on stderr and exit 1; a good file passes quietly."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text("table:\n  labelers: [a]\n  seeds: [0, 1, 0]\n")
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "check_params.py"), str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {bad}: table.seeds: duplicate seeds [0] in [0, 1, 0] (each seed trains one detector per cell)"]
+    ok = subprocess.run([sys.executable, str(REPO / "scripts" / "check_params.py"), str(REPO / "params.yaml")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
