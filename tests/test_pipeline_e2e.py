@@ -61,3 +61,15 @@ def test_dvc_repro_whole_dag_then_noop_then_metrics_diff(tmp_path):
     assert "pseudo_label.threshold" in run("dvc", "params", "diff")
     diff = json.loads(run("dvc", "metrics", "diff", "--json") or "{}")
     assert any("pseudo_label" in path or "mask_quality" in path for path in diff), diff
+
+    # A new seed trains and evaluates only its own cells (a DVC matrix entry each); the table re-runs.
+    params["table"]["seeds"] = [*params["table"]["seeds"], 7]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    fourth = run("dvc", "repro")
+    ran = {line.split("'")[1] for line in fourth.splitlines() if line.startswith("Running stage")}
+    cells = [(masks, det) for det in params["table"]["detectors"] for masks in ["gt", *params["table"]["labelers"]]]
+    expected = {"paper_table"} | {
+        f"{stage}_gt@{det}-7" if masks == "gt" else f"{stage}@{masks}-{det}-7"
+        for masks, det in cells for stage in ("train_detector", "evaluate")}
+    assert ran == expected, ran
+    assert "| 2 |" in (repo / "reports" / "paper_table.md").read_text()  # two seeds per cell now
