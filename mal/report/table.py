@@ -81,8 +81,13 @@ def _seed_stats(metrics: list[dict[str, Any]], key: str) -> tuple[float, float |
     return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else None
 
 
+def _distinguishable(lo: float, hi: float) -> bool:
+    """A difference whose interval excludes 0."""
+    return lo > 0 or hi < 0
+
+
 def _verdict(det: str, a: str, b: str, diff: float, lo: float, hi: float) -> str:
-    if lo > 0 or hi < 0:
+    if _distinguishable(lo, hi):
         return f"{a} − {b} on {det}: {diff:+.1f} AP [{lo:+.1f}, {hi:+.1f}]"
     return f"{a} − {b} on {det}: not distinguishable ({diff:+.1f} AP [{lo:+.1f}, {hi:+.1f}])"
 
@@ -171,7 +176,7 @@ def to_markdown(result: Table) -> str:
     lines += ["", "| Labeler pair (mask AP difference) | difference | " + pct + " interval | verdict |",
               "|---|---|---|---|"]
     for c in result.comparisons:
-        distinct = c["lo"] > 0 or c["hi"] < 0
+        distinct = _distinguishable(c["lo"], c["hi"])
         lines.append(f"| {c['a']} − {c['b']} on {c['detector']} | {c['diff']:+.1f} | [{c['lo']:+.1f}, {c['hi']:+.1f}] | "
                      f"{'distinguishable' if distinct else 'not distinguishable'} |")
     resampled = "val images and seeds" if m["resample_seeds"] else "val images"
