@@ -166,3 +166,16 @@ def test_a_gt_detector_that_detects_nothing_gives_no_retention(tmp_path: Path) -
     rows = json.loads((tmp_path / "reports" / "paper_table.json").read_text())["rows"]
     assert rows[1]["retention_pct"] is None and rows[1]["mask_AP_sd"] is None  # one seed: no sd
     assert (tmp_path / "reports" / "retention.png").is_file()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"title": "fixed"}, r"params: table: unknown keys \['title'\]"),
+    ({"bootstrap": {"resamples": 10, "seed": 0, "level": 0.95, "resample_seeds": True}}, "resamples must be >= 100"),
+    ({"bootstrap": {"resamples": 1000, "seed": 0, "level": 95, "resample_seeds": True}}, r"level in \[0.5, 1\)"),
+    ({"bootstrap": {"resamples": 1000, "seed": 0}}, r"table.bootstrap: missing keys \['level', 'resample_seeds'\]"),
+])
+def test_bad_table_params_are_named(tmp_path: Path, change: dict, message: str) -> None:
+    params = _write_run(tmp_path, {"gt": 0, "lab": 3}, seeds=[0])
+    params["table"].update(change)
+    with pytest.raises(ValueError, match=message):
+        build_table(params)
