@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mal.labeler.model import checkpoint_mask_threshold
     from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes
+    from mal.config.quality import MaskQualityParams as MQ
     from mal.pseudo.quality import evaluate_masks
 
     params = load_params(params_path)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = LabelOptions(threshold=threshold, which="student", flip_tta=False, show_progress=False)
     labelled = label_images(gt, val_json, Predictor(checkpoint, "student", False), opts)
     pred = {**gt, "annotations": list(labelled["annotations"].values())}
-    quality = evaluate_masks(pred, gt, baselines=("box",), show_progress=False)
+    quality = evaluate_masks(pred, gt, MQ(baselines=["box"], num_overlays=0), show_progress=False)
     box = quality["baselines"]["box"]
     train_metrics = json.loads(Path(params["labeler"]["paths"]["metrics"].format(labeler=args.labeler)).read_text())
     report = {

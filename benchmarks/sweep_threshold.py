@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes
+from mal.config.quality import MaskQualityParams as MQ
 from mal.pseudo.quality import evaluate_masks
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = LabelOptions(threshold=thr, which=args.which, flip_tta=args.flip_tta, show_progress=i == 0)
         res = label_images(gt, args.gt, pred, opts)
         out = {**gt, "annotations": list(res["annotations"].values())}
-        q = evaluate_masks(out, gt, baselines=("box",), show_progress=False)
+        q = evaluate_masks(out, gt, MQ(baselines=["box"], num_overlays=0), show_progress=False)
         rows.append(
             (
                 thr,

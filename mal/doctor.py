@@ -24,8 +24,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 SHM_PER_WORKER = 512 * 2**20  # below ~0.5 GiB per DataLoader worker, large-image batches die with bus errors
 
 
@@ -107,15 +105,15 @@ def gpu_requests(params: dict[str, Any], gpus: int, env: dict[str, str]) -> list
     """(who asks, how many GPUs) for every GPU request: params that fail or crawl without one, --gpus and the
     container runtime. AMP flags are not requests: the code uses them only where CUDA is present."""
     reqs = []
-    for key in ("pseudo_label.device", "labeler.train.device"):
+    for key in ("run.pseudo_label.device", "run.train_labeler.device"):
         device = str(_get(params, key) or "auto")
         if device.startswith("cuda"):
             index = device.partition(":")[2]
             reqs.append((f"{key}: {device}", int(index) + 1 if index.isdigit() else 1))
-    for key in ("labeler.train.num_gpus", "detector.num_gpus"):
+    for key in ("run.train_labeler.num_gpus", "run.train_detector.num_gpus"):
         value = _get(params, key)
         # the labeler's count is of training processes: one process is fine on the CPU; several ask for GPUs
-        least = 2 if key.startswith("labeler") and str(_get(params, "labeler.train.device")) != "cuda" else 1
+        least = 2 if "labeler" in key and str(_get(params, "run.train_labeler.device")) != "cuda" else 1
         if isinstance(value, int) and not isinstance(value, bool) and value >= least:
             reqs.append((f"{key}: {value}", value))
     train = _get(params, "detector.train") or {}
@@ -130,7 +128,8 @@ def gpu_requests(params: dict[str, Any], gpus: int, env: dict[str, str]) -> list
     return reqs
 
 
-AUTO_KEYS = ("pseudo_label.device", "labeler.train.device", "labeler.train.num_gpus", "detector.num_gpus")
+AUTO_KEYS = ("run.pseudo_label.device", "run.train_labeler.device", "run.train_labeler.num_gpus",
+             "run.train_detector.num_gpus")
 
 
 def auto_fallbacks(params: dict[str, Any], n_gpu: int, nvidia: bool) -> list[str]:
@@ -143,14 +142,11 @@ def auto_fallbacks(params: dict[str, Any], n_gpu: int, nvidia: bool) -> list[str
 
 
 def load_params(path: str | Path, profile: str | None) -> dict[str, Any]:
-    """The params file, with ``profile`` merged over it in memory (as `python -m mal profile` would; no write)."""
-    p = Path(path)
-    params = (yaml.safe_load(p.read_text()) or {}) if p.is_file() else {}
-    if profile:
-        from mal.common.profiles import merge, profile_path
+    """The validated params (defaults filled), with ``profile`` merged over them in memory (as `python -m mal
+    profile` would; no write), as a plain mapping for the dotted lookups below."""
+    from mal.config import load_params as load
 
-        params = merge(params, yaml.safe_load(profile_path(profile, p.parent).read_text()) or {})
-    return params
+    return load(path, profile=profile).model_dump()
 
 
 def report(params: dict[str, Any], gpus: int, env: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -192,7 +188,8 @@ def report(params: dict[str, Any], gpus: int, env: dict[str, str]) -> tuple[list
     shm = _shm_bytes()
     lines.append(f"/dev/shm: {shm / 2**30:.1f} GiB" if shm is not None else "/dev/shm: absent")
     workers = max(int(_get(params, k) or 0) for k in
-                  ("labeler.train.num_workers", "pseudo_label.num_workers", "detector.num_workers"))
+                  ("run.train_labeler.num_workers", "run.pseudo_label.num_workers", "pseudo_label.num_workers",
+                   "detector.num_workers", "run.train_detector.num_workers"))
     warnings += filter(None, [shm_warning(workers, shm)])
     return lines, warnings
 

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 # fnmatch patterns over stage (matrix group) names: labeler training, labeling, detector training/inference
-DEFAULT_GPU_STAGES = ("train_labeler*", "pseudo_label*", "train_detector*", "evaluate*")
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def base_name(stage: str) -> str:
     return stage.rsplit(":", 1)[-1].split("@", 1)[0]
 
 
-def is_gpu_stage(stage: str, gpu_stages: Iterable[str] = DEFAULT_GPU_STAGES) -> bool:
+def is_gpu_stage(stage: str, gpu_stages: Iterable[str]) -> bool:
     """True if the stage's group name matches one of the fnmatch patterns ``gpu_stages``."""
     name = base_name(stage)
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in gpu_stages)

@@ -39,40 +39,22 @@ from typing import Any
 if __package__ in (None, ""):  # loaded by path (Prefect entrypoint `pipeline/flow.py:mal_pipeline`)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import yaml  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.concurrency.sync import concurrency  # noqa: E402
 from prefect.futures import wait  # noqa: E402
 
-from pipeline.dag import DEFAULT_GPU_STAGES, is_gpu_stage, load_dag  # noqa: E402
+from mal.config import load_params  # noqa: E402
+from pipeline.dag import is_gpu_stage, load_dag  # noqa: E402
 from pipeline.dvc_runner import StageResult, repro_lock, repro_stage, run_dvc  # noqa: E402
 from pipeline.mounts import link_mounts  # noqa: E402
 from pipeline.run_cache import push_run_cache  # noqa: E402
 
-DEFAULTS: dict[str, Any] = {
-    "retries": 1,
-    "retry_delay_seconds": 30,
-    "gpu_tag": "mal-gpu",
-    "gpu_stages": list(DEFAULT_GPU_STAGES),
-    "gpus_per_worker": 1,
-}
-
-
 def load_settings(params_path: Path) -> dict[str, Any]:
-    """``DEFAULTS`` overridden by the ``prefect:`` section of the params file (unknown keys rejected)."""
-    if not params_path.is_file():
-        raise FileNotFoundError(f"params file not found: {params_path}")
-    with open(params_path) as f:
-        params = yaml.safe_load(f) or {}
-    section = params.get("prefect") or {}
-    if not isinstance(section, dict):
-        raise ValueError(f"{params_path}: 'prefect' must be a mapping, got {type(section).__name__}")
-    unknown = set(section) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"{params_path}: unknown key(s) in 'prefect': {sorted(unknown)}")
-    return {**DEFAULTS, **section}
+    """The ``prefect:`` section of the params file (typed: :class:`mal.config.prefect.PrefectParams`); the whole
+    file is validated, so a bad key anywhere stops the flow before any stage runs."""
+    return load_params(params_path).prefect.model_dump()
 
 
 def _status_is_clean(lines: list[str]) -> bool:

@@ -1,29 +1,30 @@
-"""DVC stage `prepare`: build `data.out_dir` (train_boxes / train_gt / val_gt JSONs) from params.yaml.
+"""DVC stage `prepare`: build the prepared folder (train_boxes / train_gt / val_gt JSONs) from params.yaml.
 
-    python stages/prepare.py [--params params.yaml]
+    python stages/prepare.py --out data/prepared --metrics metrics/prepare.json [--params params.yaml]
 
 The dataset is `data.dataset` (nuclei | shapes | coco; see mal/datasets/); counts per split and validation
-warnings go to `data.metrics`.
+warnings go to --metrics.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from mal.common.params import check_keys, load_params
-from mal.datasets.prepare import BUILDERS, prepare
-
-DATA_KEYS = ("dataset", "out_dir", "metrics", "min_train_box_area", "min_train_box_side", *BUILDERS)
+from mal.common.files import write_json_atomic
+from mal.config import load_params, run_main
+from mal.datasets.prepare import prepare
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="prepared folder (replaced)")
+    parser.add_argument("--metrics", type=Path, required=True, help="counts per split (written)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    check_keys(params["data"], DATA_KEYS, "params: data")
-    metrics = prepare(params, params["data"]["metrics"])
+    metrics = prepare(load_params(args.params).data, args.out)
+    write_json_atomic(args.metrics, metrics, indent=2)
     for split in ("train", "val"):
         m = metrics[split]
         print(f"{split}: {m['images']} images, {m['boxes']} boxes ({m['crowd_boxes']} crowd, "
@@ -32,4 +33,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -282,3 +282,106 @@ def test_yolo_folder_is_replaced_whole_and_never_clobbers(labelled: dict, tmp_pa
     with pytest.raises(ValueError, match="not a yolo-seg export"):
         export(labelled, "yolo-seg", tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+# --------------------------------------------------------------------------------------------- bad input
+def _snapshot(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` (or ``path`` itself) with its bytes: 'untouched' means equal snapshots."""
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    return {str(p.relative_to(path.parent)): p.read_bytes() for p in files if p.is_file()}
+
+
+def _earlier_export(labelled: dict, fmt: str, out: Path) -> dict[str, bytes]:
+    """A good export at ``out`` (what a failed re-export must leave as it was)."""
+    export(labelled, fmt, out)
+    return _snapshot(out)
+
+
+BAD_ANNOTATIONS = {  # what is wrong -> (edit of annotation id=201, the one error line after "<file>: ")
+    "no segmentation": (lambda a: a.pop("segmentation"), "annotation id=201: missing field 'segmentation'"),
+    "bad RLE": (lambda a: a["segmentation"].update(counts="zz{"),
+                "annotation id=201: field 'segmentation': RLE counts do not decode (character 'z' at 0 is not an "
+                "RLE character)"),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("bad", list(BAD_ANNOTATIONS))
+def test_unrenderable_annotation_is_one_line_and_nothing_is_lost(
+    labelled: dict, fmt: str, bad: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`mal export` on a file with one broken annotation: exit 2, one line naming the file, the annotation id
+    and the field, no traceback, and an earlier export at --out byte-for-byte as it was."""
+    edit, message = BAD_ANNOTATIONS[bad]
+    coco = json.loads(json.dumps(labelled))
+    edit(next(a for a in coco["annotations"] if a["id"] == 201))
+    src = tmp_path / "broken.json"
+    src.write_text(json.dumps(coco))
+    out = tmp_path / ("out" if fmt == "yolo-seg" else f"out.{fmt}")
+    before = _earlier_export(labelled, fmt, out)
+    assert mal_main(["export", "--labelled", str(src), "--format", fmt, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"error: {src}: {message}"]
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["broken.json", out.name])  # no temp files left
+
+
+def test_no_output_file_is_created_for_a_bad_file(labelled: dict, tmp_path: Path) -> None:
+    coco = json.loads(json.dumps(labelled))
+    del coco["annotations"][0]["segmentation"]
+    for fmt in FORMATS:
+        with pytest.raises(ValueError, match=r"^my\.json: annotation id=100: missing field 'segmentation'$"):
+            export(coco, fmt, tmp_path / fmt, source="my.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_line_per_kind_of_problem(labelled: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Every annotation is looked at; each kind of problem is one line with its first id and a count."""
+    coco = json.loads(json.dumps(labelled))
+    anns = {a["id"]: a for a in coco["annotations"]}
+    for aid in (100, 102, 300):
+        del anns[aid]["segmentation"]
+    anns[101]["image_id"] = 77
+    anns[103]["category_id"] = 5
+    anns[104]["segmentation"] = {"size": [64, 64], "counts": [1, 2]}
+    anns[200]["segmentation"] = {"size": [64, 64], "counts": anns[201]["segmentation"]["counts"]}  # 96 x 160 image
+    anns[202]["segmentation"] = [[1, 2, 3, 4]]
+    anns[203]["score"] = "high"
+    src = tmp_path / "broken.json"
+    src.write_text(json.dumps(coco))
+    assert mal_main(["export", "--labelled", str(src), "--format", "cvat", "--out", str(tmp_path / "x.xml")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {src}: {line}" for line in [
+        "annotation id=100: missing field 'segmentation' (3 annotations like this: ids 100, 102, 300)",
+        "annotation id=101: field 'image_id' = 77 is not an image id",
+        "annotation id=103: field 'category_id' = 5 is not a category id",
+        "annotation id=104: field 'segmentation': RLE counts cover 3 pixels, the image has 4096",
+        "annotation id=200: field 'segmentation': RLE size [64, 64] does not match the image's [96, 160]",
+        "annotation id=202: field 'segmentation': polygon 0 is 4 values, expected a flat list of >= 3 x, y pairs",
+        "annotation id=203: field 'score' is str ('high'), expected a finite number",
+    ]]  # fmt: skip
+    assert not (tmp_path / "x.xml").exists()
+
+
+def test_export_does_not_import_the_label_cli() -> None:
+    """No cycle: export.py never imports mal.pseudo.cli (at any depth of its code), the three command
+    modules share one help formatter, and each import order works in a fresh interpreter."""
+    import ast
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    tree = ast.parse((root / "mal" / "pseudo" / "export.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "mal.pseudo.cli" not in imported and "mal.common.cli_format" in imported
+    for mod in ("mal/pseudo/cli.py", "mal/pseudo/export.py", "mal/review/cli.py"):
+        classes = [n.name for n in ast.walk(ast.parse((root / mod).read_text())) if isinstance(n, ast.ClassDef)]
+        assert not any("Formatter" in c for c in classes), mod
+    mods = ["mal.pseudo.export", "mal.pseudo.cli", "mal.review.cli"]
+    alone = "import sys, mal.pseudo.export as e; e.build_parser(); assert 'mal.pseudo.cli' not in sys.modules"
+    for_each_order = ["import importlib\n" + "".join(f"importlib.import_module({m!r}).build_parser()\n" for m in order)
+                      for order in (mods, mods[::-1])]
+    for code in [alone, *for_each_order]:
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+        assert res.returncode == 0, res.stderr

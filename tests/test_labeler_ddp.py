@@ -16,11 +16,10 @@ import torch.multiprocessing as mp
 import yaml
 
 from mal.common.devices import DeviceError
-from mal.common.params import load_params
+from mal.config import load_params
 from mal.labeler.data import BoxCropDataset, EpochSampler
-from mal.labeler.distributed import resolve_device
+from mal.labeler.distributed import resolve_device, resolve_num_processes
 from mal.labeler.evaluate import evaluate_labeler
-from mal.labeler.launch import resolve_num_processes
 from mal.labeler.model import build_labeler
 from mal.labeler.run_state import run_fingerprint, scaler_state_to_load
 from mal.labeler.train import labeler_cfgs, train_labeler
@@ -183,7 +182,7 @@ def test_convnext_trains_under_ddp_without_unused_parameters(data, tmp_path):
 
 
 def _train_demo_labeler(rank: int, name: str, train: list, out: Path) -> None:
-    model, cfg = labeler_cfgs(load_params(ROOT / "params.yaml")["labeler"], name)
+    model, cfg = labeler_cfgs(load_params(ROOT / "params.yaml"), name)
     # Random init: which parameters get a gradient is the architecture's (features_only stages, heads), not the
     # weights' (the files are the weights stage's outs, absent from a fresh clone)
     model = {**model, "pretrained": False}
@@ -195,7 +194,7 @@ def _train_demo_labeler(rank: int, name: str, train: list, out: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", load_params(ROOT / "params.yaml")["table"]["labelers"])
+@pytest.mark.parametrize("name", load_params(ROOT / "params.yaml").table.labelers)
 def test_every_demo_labeler_trains_under_two_process_ddp(name, data, tmp_path):
     """2 gloo processes, 2 steps (one per process batch of 1 x 2 ranks), checkpoint written: DDP's reducer
     fails on the second step if any parameter got no gradient (EfficientNet-Lite0's unused stride-32 stages did)."""
@@ -209,23 +208,27 @@ def test_every_demo_labeler_trains_under_two_process_ddp(name, data, tmp_path):
 @pytest.mark.slow
 def test_stage_fails_when_its_processes_fail(data, tmp_path):
     out, _, _ = data
+    run_knobs = {k: TRAIN[k] for k in ("num_threads", "device")}
     params = {
-        "seed": 0, "timings_dir": str(tmp_path / "timings"),
-        "data": {"dataset": "shapes", "out_dir": str(out), "min_train_box_area": 16, "min_train_box_side": 2},
+        "seed": 0,
+        "data": {"dataset": "shapes", "min_train_box_area": 16, "min_train_box_side": 2},
         "labeler": {
-            "paths": {k: str(tmp_path / k / "{labeler}") for k in ("checkpoint", "metrics", "plots_dir", "state")},
-            "train": {**TRAIN, "batch_size": 3, "num_gpus": 2},  # 3 is not divisible by 2 processes
+            "train": {**{k: v for k, v in TRAIN.items() if k not in run_knobs}, "batch_size": 3},  # 3 % 2 != 0
             "models": {"tiny": MODEL},
         },
+        "run": {"train_labeler": {**run_knobs, "num_gpus": 2}},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "train_labeler.py"), "--labeler", "tiny"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "train_labeler.py"), "--labeler", "tiny",
+                           "--train-boxes", str(out / "train_boxes.json"), "--val-gt", str(out / "val_gt.json"),
+                           "--checkpoint", "c/checkpoint.pt", "--metrics", "m.json", "--plots", "plots",
+                           "--work-dir", "work"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "not divisible by 2 processes" in proc.stderr
     for rank in (0, 1):  # each process's own log holds its traceback
-        assert "not divisible" in (tmp_path / "timings" / "train_labeler" / "tiny" / f"rank{rank}.log").read_text()
+        assert "not divisible" in (tmp_path / "work" / "logs" / f"rank{rank}.log").read_text()
+    assert not (tmp_path / "m.json").exists()
 
 
 @pytest.mark.slow
@@ -240,12 +243,12 @@ def test_dvc_repro_trains_the_labeler_on_two_processes(tmp_path):
     run = command_runner(repo, tool_env(PYTHONPATH=str(repo), OMP_NUM_THREADS="1"))
     apply_profile(REPO / "profiles" / "tiny.yaml", repo / "params.yaml")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["labeler"]["train"].update(num_gpus=2, device="cpu", num_threads=1)
+    params["run"]["train_labeler"].update(num_gpus=2, device="cpu", num_threads=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run("dvc", "repro", "train_labeler@vit_tiny")
     assert "Running stage 'train_labeler@vit_tiny'" in out
 
-    logs = repo / params["timings_dir"] / "train_labeler" / "vit_tiny"
+    logs = repo / ".work" / "train_labeler" / "vit_tiny" / "logs"
     for rank in (0, 1):
         text = (logs / f"rank{rank}.log").read_text()
         assert f"rank {rank} of 2 on cpu (gloo)" in text, text[-2000:]
@@ -258,4 +261,7 @@ def test_dvc_repro_trains_the_labeler_on_two_processes(tmp_path):
     with torch.no_grad():
         logits = model(normalize(crops, *input_norm(cfg)), torch.tensor([300.0, 5000.0]))
     assert logits.shape == (2, 1, cfg["mask_size"], cfg["mask_size"]) and torch.isfinite(logits).all()
+    assert "Data and pipelines are up to date" in run("dvc", "status", "train_labeler@vit_tiny")
+    params["run"]["train_labeler"]["num_gpus"] = 1  # where it runs is not a param: nothing to re-run
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "Data and pipelines are up to date" in run("dvc", "status", "train_labeler@vit_tiny")

@@ -22,6 +22,7 @@ from tests.conftest import load_stage, tiny_shapes_records
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = {"encoder": "vit_tiny_patch16_224", "crop_size": 32, "decoder_dim": 16}
+RUN_KEYS = ("num_threads",)  # of TRAIN: a run.train_labeler knob
 TRAIN = {
     "epochs": 3,
     "batch_size": 2,
@@ -151,35 +152,18 @@ def test_stage_ddp_two_processes_gloo(shapes, tmp_path):
     data_dir, _, _ = shapes
     params = {
         "seed": 0,
-        "timings_dir": str(tmp_path / "timings"),
-        "data": {"dataset": "shapes", "out_dir": str(data_dir), "min_train_box_area": 16, "min_train_box_side": 2},
-        "labeler": {
-            "paths": {
-                "checkpoint": str(tmp_path / "models" / "{labeler}" / "checkpoint.pt"),
-                "metrics": str(tmp_path / "metrics" / "{labeler}.json"),
-                "plots_dir": str(tmp_path / "metrics" / "{labeler}_plots"),
-                "state": str(tmp_path / "work" / "{labeler}" / "state.pt"),
-            },
-            "train": {**TRAIN, "epochs": 1, "batch_size": 4},
-            "models": {"tiny": MODEL},
-        },
+        "data": {"dataset": "shapes", "min_train_box_area": 16, "min_train_box_side": 2},
+        "labeler": {"train": {**{k: v for k, v in TRAIN.items() if k not in RUN_KEYS}, "epochs": 1, "batch_size": 4},
+                    "models": {"tiny": MODEL}},
+        "run": {"train_labeler": {k: TRAIN[k] for k in RUN_KEYS}},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        str(ROOT / "stages" / "train_labeler.py"),
-        "--params",
-        "params.yaml",
-        "--labeler",
-        "tiny",
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           str(ROOT / "stages" / "train_labeler.py"), "--params", "params.yaml", "--labeler", "tiny",
+           "--train-boxes", str(data_dir / "train_boxes.json"), "--val-gt", str(data_dir / "val_gt.json"),
+           "--checkpoint", "models/tiny/checkpoint.pt", "--metrics", "metrics/tiny.json",
+           "--plots", "metrics/tiny_plots", "--work-dir", "work/tiny"]
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics" / "tiny.json").read_text())
@@ -190,18 +174,17 @@ def test_stage_ddp_two_processes_gloo(shapes, tmp_path):
     assert (tmp_path / "metrics" / "tiny_plots" / "plots" / "metrics" / "val_miou.tsv").is_file()
     assert (tmp_path / "work" / "tiny" / "state.pt").is_file()
     assert not (tmp_path / "dvc.yaml").exists() and not (tmp_path / ".dvc").exists()
-    assert json.loads((tmp_path / "timings" / "train_labeler" / "tiny.json").read_text())["stage_seconds"] > 0
+    assert json.loads((tmp_path / "work" / "tiny" / "timings.json").read_text())["stage_seconds"] > 0
     assert not any("second" in k for k in metrics)  # wall-clock numbers stay out of the tracked metrics
 
 
-def test_stage_rejects_unknown_labeler_and_path_keys(tmp_path):
+def test_stage_rejects_an_unknown_labeler(tmp_path):
     stage = load_stage("train_labeler")
-    params = {"data": {"out_dir": str(tmp_path)}, "labeler": {"models": {"a": {}}, "paths": {"ckpt": "x"}}}
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(SystemExit, match="has no 'b'"):
-        stage.main(["--params", str(tmp_path / "p.yaml"), "--labeler", "b"])
-    with pytest.raises(ValueError, match=r"labeler.paths: unknown keys \['ckpt'\], missing keys \['checkpoint'"):
-        stage.main(["--params", str(tmp_path / "p.yaml"), "--labeler", "a"])
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"labeler": {"models": {"a": {}}}}))
+    args = ["--train-boxes", "b.json", "--val-gt", "v.json", "--checkpoint", "c.pt", "--metrics", "m.json",
+            "--plots", "p", "--work-dir", "w"]
+    with pytest.raises(ValueError, match="labeler.models has no 'b'"):
+        stage.main(["--params", str(tmp_path / "p.yaml"), "--labeler", "b", *args])
 
 
 def test_checkpoint_records_the_mask_threshold(shapes, tmp_path):
@@ -218,24 +201,28 @@ def test_checkpoint_records_the_mask_threshold(shapes, tmp_path):
                   progress=False)
     assert torch.load(tmp_path / "b.pt", weights_only=True)["run_id"] == run_id
     assert checkpoint_mask_threshold(tmp_path / "b.pt") == 0.6
-    with pytest.raises(ValueError, match="mask_threshold must be in"):
+    with pytest.raises(ValueError, match="labeler.train: mask_threshold: expected less than 1"):
         resolve_train_cfg({"mask_threshold": 1.5})
 
 
 def test_a_models_own_train_overrides_the_shared_one():
     """``labeler.models.<name>.train`` overrides ``labeler.train`` key by key, for that labeler only."""
+    from mal.config import ParamsError
+    from mal.config.load import validate
+    from mal.config.params import Params
     from mal.labeler.train import labeler_cfgs
 
-    lab = {"train": {**TRAIN, "epochs": 20}, "models": {"scratch": dict(MODEL),
-                                                         "pre": {**MODEL, "train": {"epochs": 8, "lr_per_sample": 2e-6}}}}
-    model, cfg = labeler_cfgs(lab, "pre")
+    own = {k: v for k, v in TRAIN.items() if k not in RUN_KEYS}
+    lab = {"train": {**own, "epochs": 20}, "models": {"scratch": dict(MODEL),
+                                                       "pre": {**MODEL, "train": {"epochs": 8, "lr_per_sample": 2e-6}}}}
+    params = validate(Params, {"labeler": lab}, "params")
+    model, cfg = labeler_cfgs(params, "pre")
     assert "train" not in model and model["crop_size"] == MODEL["crop_size"]
     assert (cfg["epochs"], cfg["lr_per_sample"], cfg["batch_size"]) == (8, 2e-6, TRAIN["batch_size"])
-    assert labeler_cfgs(lab, "scratch")[1]["epochs"] == 20
-    assert "train" in lab["models"]["pre"]  # the params are not modified
+    assert labeler_cfgs(params, "scratch")[1]["epochs"] == 20
     lab["models"]["pre"]["train"] = {"epoch": 3}
-    with pytest.raises(ValueError, match=r"labeler.models.pre.train: unknown keys \['epoch'\]"):
-        labeler_cfgs(lab, "pre")
+    with pytest.raises(ParamsError, match=r"params: labeler: models.pre.train.epoch: Extra inputs"):
+        validate(Params, {"labeler": lab}, "params")
 
 
 def _disks(out: Path, num_images: int = 6, size: int = 64) -> list:

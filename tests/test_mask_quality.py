@@ -13,6 +13,7 @@ import yaml
 from mal.common.masks import box_rle, encode_mask
 from mal.common.miou import summarize
 from mal.pseudo.confidence import ranking_metrics
+from mal.config.quality import MaskQualityParams as MQ
 from mal.pseudo.quality import baseline_subset, evaluate_masks, grabcut_mask, grabcut_rles
 from tests.conftest import load_stage
 
@@ -48,16 +49,15 @@ def _boxes_as_pred(gt: dict) -> dict:
 
 def test_gt_vs_itself_is_one_and_box_pred_equals_box_baseline(shapes_dir: Path, tmp_path: Path) -> None:
     gt = json.loads((shapes_dir / "train_gt.json").read_text())
-    r = evaluate_masks(
-        gt, gt, image_root=shapes_dir, overlay_dir=tmp_path / "ov", num_overlays=2, show_progress=False
-    )
+    r = evaluate_masks(gt, gt, MQ(num_overlays=2), image_root=shapes_dir, overlay_dir=tmp_path / "ov",
+                       show_progress=False)
     assert r["miou"] == pytest.approx(1.0) and r["miou_instance"] == pytest.approx(1.0)
     assert r["num_instances"] == len(gt["annotations"])
     assert set(r["baselines"]) == {"box", "grabcut"}
     assert 0.3 < r["baselines"]["box"]["miou"] < 1.0
     assert 0 <= r["baselines"]["grabcut"]["fallbacks_to_box"] <= len(gt["annotations"])
     assert len(r["overlays"]) == 2 and all(Path(p).is_file() for p in r["overlays"])
-    rb = evaluate_masks(_boxes_as_pred(gt), gt, baselines=("box",), show_progress=False)
+    rb = evaluate_masks(_boxes_as_pred(gt), gt, MQ(baselines=["box"], num_overlays=0), show_progress=False)
     assert rb["miou"] == pytest.approx(rb["baselines"]["box"]["miou"])
     assert rb["miou"] == pytest.approx(r["baselines"]["box"]["miou"])
 
@@ -66,15 +66,15 @@ def test_crowd_and_missing_segmentation_not_evaluated_and_missing_pred_is_error(
     gt = json.loads((shapes_dir / "train_gt.json").read_text())
     gt["annotations"][0]["iscrowd"] = 1
     del gt["annotations"][1]["segmentation"]
-    r = evaluate_masks(gt, gt, baselines=("box",), show_progress=False)
+    r = evaluate_masks(gt, gt, MQ(baselines=["box"], num_overlays=0), show_progress=False)
     assert r["not_evaluated"] == {"crowd": 1, "no_gt_segmentation": 1}
     assert r["num_instances"] == len(gt["annotations"]) - 2
     pred = copy.deepcopy(gt)
     pred["annotations"].pop()
     with pytest.raises(ValueError, match="no pseudo-label"):
-        evaluate_masks(pred, gt, baselines=("box",), show_progress=False)
+        evaluate_masks(pred, gt, MQ(baselines=["box"], num_overlays=0), show_progress=False)
     with pytest.raises(ValueError, match="image_root"):
-        evaluate_masks(gt, gt, baselines=("grabcut",), show_progress=False)
+        evaluate_masks(gt, gt, MQ(baselines=["grabcut"], num_overlays=0), show_progress=False)
 
 
 def test_ranking_metrics_on_a_known_ranking() -> None:
@@ -96,7 +96,7 @@ def test_ranking_metrics_on_a_known_ranking() -> None:
 
 def test_confidence_ranking_reported_only_for_scored_pseudo_labels(shapes_dir: Path) -> None:
     gt = json.loads((shapes_dir / "train_gt.json").read_text())
-    assert "confidence" not in evaluate_masks(gt, gt, baselines=(), show_progress=False)
+    assert "confidence" not in evaluate_masks(gt, gt, MQ(baselines=[], num_overlays=0), show_progress=False)
     pred = copy.deepcopy(gt)
     ims = {im["id"]: im for im in gt["images"]}
     for i, a in enumerate(pred["annotations"]):  # every other mask empty (IoU 0) and scored low
@@ -104,7 +104,7 @@ def test_confidence_ranking_reported_only_for_scored_pseudo_labels(shapes_dir: P
             im = ims[a["image_id"]]
             a["segmentation"] = encode_mask(np.zeros((im["height"], im["width"]), np.uint8))
         a["score"] = 0.1 if i % 2 else 0.9
-    conf = evaluate_masks(pred, gt, baselines=(), show_progress=False)["confidence"]
+    conf = evaluate_masks(pred, gt, MQ(baselines=[], num_overlays=0), show_progress=False)["confidence"]
     n = len(gt["annotations"])
     assert conf["num"] == n and conf["spearman"] == pytest.approx(1.0)
     assert conf["bad_share"] == pytest.approx((n // 2) / n) and conf["bad_share_in_lowest"] == 1.0
@@ -139,20 +139,14 @@ def test_mask_quality_stage(shapes_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "pseudo.json").write_text(json.dumps(pred))
     params = {
-        "mask_quality": {
-            "pseudo_json": str(tmp_path / "{labeler}" / "pseudo.json"),
-            "gt_json": str(shapes_dir / "train_gt.json"),
-            "metrics": str(tmp_path / "m" / "{labeler}.json"),
-            "overlay_dir": str(tmp_path / "ov" / "{labeler}"),
-            "num_overlays": 1,
-            "baselines": ["box", "grabcut"],
-            "grabcut_iterations": 2,
-        },
-        "data": {"dataset": "shapes", "out_dir": str(shapes_dir)},  # the image root of a built-in set
+        "mask_quality": {"num_overlays": 1, "baselines": ["box", "grabcut"], "grabcut_iterations": 2},
+        "data": {"dataset": "shapes"},  # a built-in set: images beside the GT JSON
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     mod = load_stage("mask_quality")
-    assert mod.main(["--labeler", "x", "--params", str(tmp_path / "params.yaml")]) == 0
+    assert mod.main(["--labeler", "x", "--pseudo", str(tmp_path / "x" / "pseudo.json"),
+                     "--gt", str(shapes_dir / "train_gt.json"), "--metrics", str(tmp_path / "m" / "x.json"),
+                     "--overlays", str(tmp_path / "ov" / "x"), "--params", str(tmp_path / "params.yaml")]) == 0
     m = json.loads((tmp_path / "m" / "x.json").read_text())
     for key in ("miou", "miou_instance", "miou_small", "miou_medium", "miou_large", "per_class", "baselines"):
         assert key in m
@@ -175,10 +169,10 @@ def test_baseline_subset_is_seeded_same_for_every_call_and_skips_crowd(shapes_di
 def test_grabcut_runs_on_at_most_max_boxes_and_equals_the_full_run_when_max_covers_all(shapes_dir: Path) -> None:
     gt = json.loads((shapes_dir / "train_gt.json").read_text())
     pred, n = _boxes_as_pred(gt), len(gt["annotations"])
-    kw = {"image_root": shapes_dir, "grabcut_iterations": 1, "show_progress": False}
-    full = evaluate_masks(pred, gt, **kw)
-    assert full == evaluate_masks(pred, gt, baseline_max_boxes=n, **kw)
-    sub = evaluate_masks(pred, gt, baseline_max_boxes=3, **kw)["baselines"]
+    kw = {"image_root": shapes_dir, "show_progress": False}
+    full = evaluate_masks(pred, gt, MQ(grabcut_iterations=1, num_overlays=0), **kw)
+    assert full == evaluate_masks(pred, gt, MQ(grabcut_iterations=1, num_overlays=0, baseline_max_boxes=n), **kw)
+    sub = evaluate_masks(pred, gt, MQ(grabcut_iterations=1, num_overlays=0, baseline_max_boxes=3), **kw)["baselines"]
     assert sub["grabcut"]["num_instances"] == 3 and sub["grabcut"]["subsample_of"] == n
     assert sub["box"] == full["baselines"]["box"]  # the free baseline keeps every box
     assert "subsample_of" not in full["baselines"]["grabcut"]

@@ -14,6 +14,7 @@ from mal.common.masks import empty_rle, encode_mask, rle_iou
 from mal.common.miou import iou_record, summarize
 from mal.labeler.data import BoxCropDataset, box_records
 from mal.labeler.evaluate import evaluate_labeler
+from mal.config.quality import MaskQualityParams as MQ
 from mal.pseudo.quality import evaluate_masks
 
 
@@ -39,7 +40,7 @@ def test_validation_and_mask_quality_agree_on_the_same_masks(shapes_dir: Path) -
     pred = copy.deepcopy(gt)
     for a in pred["annotations"]:
         a["segmentation"] = masks[a["id"]]
-    quality = evaluate_masks(pred, gt, baselines=("box",), show_progress=False)
+    quality = evaluate_masks(pred, gt, MQ(baselines=["box"], num_overlays=0), show_progress=False)
 
     assert quality["num_instances"] == val["val_boxes"] == len(records) > 1
     assert 0.05 < val["val_miou"] < 0.95  # partial masks: the comparison is not trivially 0 or 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mal.config.prefect import PrefectParams
 from pipeline.dag import StageDag, base_name, is_gpu_stage, load_dag, parse_dot_edges, topological_order
 from pipeline.dvc_runner import (
     PULLED,
@@ -27,6 +28,7 @@ from pipeline.dvc_runner import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+GPU_STAGES = PrefectParams().gpu_stages
 DVC = str(Path(sys.executable).with_name("dvc"))
 ENV = {**os.environ, "DVC_NO_ANALYTICS": "1"}
 
@@ -121,7 +123,7 @@ def test_real_dvc_yaml_dag_matches_dvc_dag(tmp_path: Path) -> None:
     nodes, edges = _dvc_dag(repo)
     assert set(dag.stages) == nodes and dag.edges() == edges
     assert any("@" in s for s in dag.stages), "the paper table should be a matrix"
-    assert any(is_gpu_stage(s) for s in dag.stages)
+    assert any(is_gpu_stage(s, GPU_STAGES) for s in dag.stages)
 
 
 def test_topological_order_and_errors() -> None:
@@ -135,12 +137,12 @@ def test_topological_order_and_errors() -> None:
 
 def test_gpu_stage_names() -> None:
     assert base_name("sub/dvc.yaml:train_detector@gt-r50") == "train_detector"
-    assert is_gpu_stage("train_labeler@vit_tiny")
-    assert is_gpu_stage("pseudo_label@vit_tiny")
-    assert is_gpu_stage("train_detector_gt@r18") and is_gpu_stage("evaluate_gt@r18")
+    assert is_gpu_stage("train_labeler@vit_tiny", GPU_STAGES)
+    assert is_gpu_stage("pseudo_label@vit_tiny", GPU_STAGES)
+    assert is_gpu_stage("train_detector_gt@r18", GPU_STAGES) and is_gpu_stage("evaluate_gt@r18", GPU_STAGES)
     assert not is_gpu_stage("train_detector_gt@r18", ["train_detector"])  # patterns match whole names
     assert is_gpu_stage("train_detector_gt@r18", ["train_detector*"])
-    assert not any(is_gpu_stage(s) for s in ("prepare", "mask_quality@vit", "paper_table"))
+    assert not any(is_gpu_stage(s, GPU_STAGES) for s in ("prepare", "mask_quality@vit", "paper_table"))
 
 
 def test_dvc_env_puts_the_workspace_first(tmp_path: Path, monkeypatch) -> None:
@@ -221,17 +223,17 @@ def test_workers_share_results_through_a_dvc_remote(tmp_path: Path) -> None:
 
 def test_settings_from_params(tmp_path: Path) -> None:
     from mal.common.profiles import profile_path
-    from pipeline.flow import DEFAULTS, load_settings
+    from pipeline.flow import load_settings
 
     p = tmp_path / "params.yaml"
     p.write_text("seed: 0\n")
-    assert load_settings(p) == DEFAULTS
+    assert load_settings(p) == PrefectParams().model_dump()  # the defaults: one definition
     p.write_text("prefect:\n  retries: 3\n  gpu_tag: gpu\n")
     assert load_settings(p)["retries"] == 3 and load_settings(p)["gpu_tag"] == "gpu"
     p.write_text("prefect:\n  retriez: 3\n")
     with pytest.raises(ValueError, match="retriez"):
         load_settings(p)
-    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+    with pytest.raises(ValueError, match="missing.yaml"):
         load_settings(tmp_path / "missing.yaml")
     assert profile_path("paper", tmp_path) == tmp_path / "profiles" / "paper.yaml"
     assert profile_path("my/p.yaml", tmp_path) == tmp_path / "my" / "p.yaml"

@@ -10,21 +10,31 @@ import pytest
 import yaml
 
 from mal.common.coco_io import load_coco
-from mal.common.params import load_params
+from mal.common.files import write_json_atomic
+from mal.config import load_params
+from mal.config.data import DataParams
+from mal.config.load import validate
 from mal.datasets.prepare import prepare
 from tests.conftest import REPO, copy_repo, tool_env
 
 
-def _params(tmp_path: Path, dataset: str, **overrides) -> dict:
-    params = load_params(REPO / "params.yaml")
-    params["data"]["dataset"] = dataset
-    params["data"]["out_dir"] = str(tmp_path / "prepared")
-    params["data"].setdefault(dataset, {}).update(overrides)
-    return params
+def _params(tmp_path: Path, dataset: str, **overrides) -> tuple[DataParams, Path]:
+    """The repository's ``data`` params with another dataset / options, and a prepared folder in tmp_path."""
+    data = load_params(REPO / "params.yaml").data.model_dump()
+    data["dataset"] = dataset
+    data.setdefault(dataset, {}).update(overrides)
+    return validate(DataParams, data, "params: data"), tmp_path / "prepared"
+
+
+def _prepare(params: tuple[DataParams, Path], metrics_path: Path) -> dict:
+    """What the stage does: prepare, then write the metrics."""
+    metrics = prepare(*params)
+    write_json_atomic(metrics_path, metrics, indent=2)
+    return metrics
 
 
 def test_nuclei_counts_and_contiguous_split(tmp_path):
-    metrics = prepare(_params(tmp_path, "nuclei"), tmp_path / "prepare.json")
+    metrics = _prepare(_params(tmp_path, "nuclei"), tmp_path / "prepare.json")
     # 35 slices with >= 3 nuclei (z19..z53); first 70% (24 slices, z19..z42) train, z43..z53 validate.
     assert (metrics["train"]["images"], metrics["train"]["boxes"]) == (24, 445)
     assert (metrics["val"]["images"], metrics["val"]["boxes"]) == (11, 140)
@@ -41,20 +51,20 @@ def test_nuclei_counts_and_contiguous_split(tmp_path):
 def test_shapes_is_deterministic_and_valid(tmp_path):
     outs = []
     for run in ("a", "b"):
-        prepare(_params(tmp_path / run, "shapes", num_train=4, num_val=2, image_size=64), tmp_path / f"{run}.json")
+        _prepare(_params(tmp_path / run, "shapes", num_train=4, num_val=2, image_size=64), tmp_path / f"{run}.json")
         outs.append(tmp_path / run / "prepared")
     for rel in ["train_gt.json", "val_gt.json", "train_boxes.json", "images/train/00001.png", "images/val/00006.png"]:
         assert (outs[0] / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel
     coco, report = load_coco(outs[0] / "train_gt.json", check_images="decode", require_masks=True)
     assert len(coco["images"]) == 4 and len(coco["annotations"]) >= 4 and not report.warnings
-    prepare(_params(tmp_path / "c", "shapes", num_train=4, num_val=2, image_size=64, seed=5), tmp_path / "c.json")
+    _prepare(_params(tmp_path / "c", "shapes", num_train=4, num_val=2, image_size=64, seed=5), tmp_path / "c.json")
     assert (tmp_path / "c/prepared/train_gt.json").read_bytes() != (outs[0] / "train_gt.json").read_bytes()
 
 
 def test_coco_dataset_is_referenced_and_validated(tmp_path, shapes_dir):
     params = _params(tmp_path, "coco", train_json=str(shapes_dir / "train_gt.json"), train_images=str(shapes_dir),
                      val_json=str(shapes_dir / "val_gt.json"), val_images=str(shapes_dir))
-    metrics = prepare(params, tmp_path / "m.json")
+    metrics = _prepare(params, tmp_path / "m.json")
     src = json.loads((shapes_dir / "train_gt.json").read_text())
     assert metrics["train"]["boxes"] == len(src["annotations"])
     out = json.loads((tmp_path / "prepared" / "train_boxes.json").read_text())
@@ -86,7 +96,7 @@ def test_lvis_images_without_file_name_are_found_from_coco_url(tmp_path, shapes_
         lvis[split].write_text(json.dumps(coco))
     params = _params(tmp_path, "coco", train_json=str(lvis["train"]), train_images=str(root),
                      val_json=str(lvis["val"]), val_images=str(root))
-    prepare(params, tmp_path / "m.json")
+    _prepare(params, tmp_path / "m.json")
     val = json.loads((tmp_path / "prepared" / "val_gt.json").read_text())
     assert all(im["file_name"].startswith("val2017/") for im in val["images"])
     assert all("neg_category_ids" in im for im in val["images"])  # kept for the LVIS evaluation
@@ -99,18 +109,18 @@ def test_coco_dataset_paths_must_exist(tmp_path, shapes_dir):
                      train_images=str(shapes_dir / "train_gt.json"), val_json=str(shapes_dir / "val_gt.json"),
                      val_images=str(shapes_dir))
     with pytest.raises(ValueError, match=r"data.coco.train_images = '.*train_gt.json' is not an existing folder"):
-        prepare(params, tmp_path / "m.json")
+        _prepare(params, tmp_path / "m.json")
 
 
 def test_coco_dataset_needs_paths(tmp_path):
     """params.yaml's built-in placeholders are not data: every unset key is named."""
     with pytest.raises(ValueError, match=r"data.coco.train_json, data.coco.train_images, data.coco.val_json"):
-        prepare(_params(tmp_path, "coco"), tmp_path / "m.json")
+        _prepare(_params(tmp_path, "coco"), tmp_path / "m.json")
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match=r"data.dataset = 'lvis2'; choose one of"):
-        prepare(_params(tmp_path, "lvis2"), tmp_path / "m.json")
+    with pytest.raises(ValueError, match=r"params: data: dataset: expected 'nuclei', 'shapes' or 'coco', got 'lvis2'"):
+        _params(tmp_path, "lvis2")
 
 
 @pytest.mark.slow

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from mal.common.profiles import apply_profile, merge
+from mal.common.profiles import apply_profile
+from mal.config import ParamsError
+from mal.config.load import merge
 
 
 def test_merge_is_recursive_and_replaces_lists():
@@ -15,12 +17,21 @@ def test_merge_is_recursive_and_replaces_lists():
 
 def test_apply_profile_keeps_comments(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("# top comment\ndata:\n  dataset: nuclei  # default\n  out_dir: data/prepared\nseed: 0\n")
+    params.write_text("# top comment\ndata:\n  dataset: nuclei  # default\n  min_train_box_side: 2\nseed: 0\n")
     (tmp_path / "p.yaml").write_text("data: {dataset: shapes}\nseed: 3\n")
     apply_profile(tmp_path / "p.yaml", params)
     text = params.read_text()
     assert "# top comment" in text and "# default" in text
-    assert yaml.safe_load(text) == {"data": {"dataset": "shapes", "out_dir": "data/prepared"}, "seed": 3}
+    assert yaml.safe_load(text) == {"data": {"dataset": "shapes", "min_train_box_side": 2}, "seed": 3}
+
+
+def test_a_profile_with_a_bad_key_writes_nothing(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 0\n")
+    (tmp_path / "p.yaml").write_text("data: {datset: shapes}\n")
+    with pytest.raises(ParamsError, match="data.datset: unknown key"):
+        apply_profile(tmp_path / "p.yaml", params)
+    assert params.read_text() == "seed: 0\n"
 
 
 def test_unknown_profile_is_named(tmp_path, monkeypatch):

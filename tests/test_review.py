@@ -94,10 +94,67 @@ def test_markdown_table() -> None:
     assert "<h3>T &lt;1&gt;</h3>" in html and "<td class=l>x</td>" in html and "Note &amp; more." in html
 
 
-def test_malformed_mask_names_the_annotation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+BAD_MASKS = {  # what is wrong -> (segmentation of annotation id=5, or None to drop it; the line after "<file>: ")
+    "no segmentation": (None, "annotation id=5: missing field 'segmentation'"),
+    "bad RLE": ({"size": [64, 80], "counts": "zz{"},
+                "annotation id=5: field 'segmentation': RLE counts do not decode (character 'z' at 0 is not an RLE "
+                "character)"),
+    "RLE size": ({"size": [1, 1], "counts": "0"},
+                 "annotation id=5: field 'segmentation': RLE size [1, 1] does not match the image's [64, 80]"),
+}
+
+
+@pytest.mark.parametrize("gt", [False, True])
+@pytest.mark.parametrize("bad", list(BAD_MASKS))
+def test_unrenderable_mask_is_one_line_and_the_old_page_stays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str, gt: bool
+) -> None:
+    """Annotation 5 (the 4th card, so not the first one drawn) is broken in the labelled or the GT file: exit 1,
+    one line naming that file, the id and the field, and the page written before is untouched."""
+    labelled, gt_json = write_labelled(tmp_path)
+    out = tmp_path / "r.html"
+    assert review_main(["--labelled", str(labelled), "--gt", str(gt_json), "--out", str(out)]) == 0
+    before = out.read_bytes()
+    broken = gt_json if gt else labelled
+    coco = json.loads(broken.read_text())
+    segmentation, message = BAD_MASKS[bad]
+    ann = next(a for a in coco["annotations"] if a["id"] == 5)
+    if segmentation is None:
+        del ann["segmentation"]
+    else:
+        ann["segmentation"] = segmentation
+    broken.write_text(json.dumps(coco))
+    capsys.readouterr()
+    assert review_main(["--labelled", str(labelled), "--gt", str(gt_json), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"mal review: error: {broken}: {message}"] and captured.out == ""
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gt.json", "images", "labelled.json", "r.html"]
+
+
+def test_unknown_image_and_resized_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     labelled, _ = write_labelled(tmp_path)
     coco = json.loads(labelled.read_text())
-    coco["annotations"][3]["segmentation"] = {"size": [1, 1], "counts": "0"}  # id 4: the first card
+    coco["annotations"][0]["image_id"] = 9
+    coco["annotations"][2]["image_id"] = 9
+    coco["annotations"][4]["bbox"] = ["x", 0, 1, 1]
     labelled.write_text(json.dumps(coco))
-    assert review_main(["--labelled", str(labelled), "--out", str(tmp_path / "r.html")]) == 1
-    assert f"{labelled}: annotation id=4 field 'segmentation': RLE size" in capsys.readouterr().err
+    out = tmp_path / "r.html"
+    assert review_main(["--labelled", str(labelled), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"mal review: error: {labelled}: annotation id=1: field 'image_id' = 9 is not an image id "
+        "(2 annotations like this: ids 1, 3)",
+        f"mal review: error: {labelled}: annotation id=5: field 'bbox' ['x', 0, 1, 1] is not 4 finite numbers "
+        "[x, y, w, h]",
+    ]
+    labelled, _ = write_labelled(tmp_path)
+    coco = json.loads(labelled.read_text())
+    coco["images"][0].update(width=40, height=32)  # the file is 80 x 64; the masks say 40 x 32
+    for a in coco["annotations"]:
+        a["segmentation"] = {"size": [32, 40], "counts": [32 * 40]} if a["image_id"] == 1 else a["segmentation"]
+    labelled.write_text(json.dumps(coco))
+    assert review_main(["--labelled", str(labelled), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"mal review: error: {labelled}: image id=1: field 'width'/'height' 40x32: image "
+        f"{tmp_path / 'images' / 'img1.png'} is 80x64"]
+    assert not out.exists()

@@ -11,20 +11,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ruamel.yaml import YAML
 
 from mal.common.files import atomic_path
-
-
-def merge(base: Any, override: Any) -> Any:
-    """Recursively merge mapping ``override`` into mapping ``base`` in place; return ``base``."""
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = value
-    return base
+from mal.config.load import ParamsError, merge, read_mapping, validate
 
 
 def profile_path(profile: str | Path, root: str | Path | None = None) -> Path:
@@ -44,16 +34,29 @@ def apply_profile(
     if not path.is_file():
         names = sorted(p.stem for p in (Path(root or ".") / "profiles").glob("*.yaml"))
         raise FileNotFoundError(f"{path}: profile not found (available: {', '.join(names) or 'none'})")
-    override = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(override, dict):
-        raise ValueError(f"{path}: a profile must be a mapping of params to override")
+    override = read_mapping(path)
     rt = YAML()  # round-trip: keeps comments and key order
     rt.width = 4096
     params_path = Path(params_path)
     params = rt.load(params_path.read_text())
     merge(params, override)
+    from mal.config.params import Params
+
+    validate(Params, read_mapping_of(params), f"{params_path} + {path}")  # a bad profile key: nothing written
     with atomic_path(params_path) as tmp, tmp.open("w") as f:
         rt.dump(params, f)
+
+
+def read_mapping_of(node: Any) -> Any:
+    """ruamel's round-trip containers as plain dicts and lists (what validation reads)."""
+    if isinstance(node, dict):
+        return {str(k): read_mapping_of(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [read_mapping_of(v) for v in node]
+    for plain in (bool, int, float, str):  # ruamel's ScalarFloat, ScalarInt, ... -> the builtin type
+        if isinstance(node, plain):
+            return plain(node)
+    return node
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("profile", help="profile name (profiles/NAME.yaml) or path to an overrides file")
     parser.add_argument("--params", default="params.yaml", help="params file the profile is merged into")
     args = parser.parse_args(argv)
-    apply_profile(args.profile, args.params)
+    try:
+        apply_profile(args.profile, args.params)
+    except ParamsError as e:
+        print(f"error: {e}")
+        return 2
     print(f"{args.params}: applied profile {args.profile}")
     return 0

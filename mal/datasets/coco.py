@@ -1,7 +1,7 @@
 """Any COCO-format set (COCO 2017, LVIS v1, a user's own), referenced in place, not copied.
 
 Image ``file_name``s stay relative to the user's image folders (``data.coco.train_images`` / ``val_images``,
-see ``mal.common.paths.image_roots``): the prepared JSONs hold no machine-specific path, so a run-cache
+see :meth:`mal.config.data.DataParams.image_root`): the prepared JSONs hold no machine-specific path, so a run-cache
 entry made on one machine is valid on another where the same params name the same data.
 """
 
@@ -13,9 +13,10 @@ from urllib.parse import urlparse
 
 from mal.common.coco_io import ValidationReport, read_coco_json, validate_coco
 from mal.common.files import write_json_atomic
+from mal.config.data import PLACEHOLDER as PLACEHOLDER_PATH
 from mal.datasets.common import strip_masks
 
-PLACEHOLDER = "no_user_data.md"  # data/no_user_data.md: what data.coco.* name with a built-in dataset
+PLACEHOLDER = Path(PLACEHOLDER_PATH).name  # what data.coco.* name with a built-in dataset
 
 
 def build_coco(out_dir: str | Path, train_json: str | None, train_images: str | None, val_json: str | None,

@@ -69,9 +69,10 @@ def _split_coco(z_list: list[int], images8: np.ndarray, labels: np.ndarray, out_
     return {"images": images, "annotations": anns, "categories": CATEGORIES}, next_ann
 
 
-def build_nuclei(out_dir: str | Path, min_instances: int = 3, train_fraction: float = 0.7,
-                 low_percentile: float = 0.5, high_percentile: float = 99.8) -> dict[str, Any]:
-    """Write PNG slices + train_gt/train_boxes/val_gt JSONs to ``out_dir``; return split info."""
+def build_nuclei(out_dir: str | Path, min_instances: int, train_fraction: float, low_percentile: float,
+                 high_percentile: float) -> dict[str, Any]:
+    """Write PNG slices + train_gt/train_boxes/val_gt JSONs to ``out_dir``; return split info (options and their
+    defaults: ``data.nuclei``, :class:`mal.config.data.NucleiParams`)."""
     out_dir = Path(out_dir)
     volume, labels = load_volume()
     images8 = to_uint8(volume, low_percentile, high_percentile)

@@ -1,6 +1,6 @@
 """Build the chosen dataset, validate what was written, write its metrics (the ``prepare`` stage's work).
 
-Outputs in ``data.out_dir``: ``train_boxes.json`` (masks removed), ``train_gt.json`` (masks kept; only for
+Outputs in the prepared folder (the stage's ``--out``): ``train_boxes.json`` (masks removed), ``train_gt.json`` (masks kept; only for
 the GT-mask baseline and for measuring pseudo-mask quality), ``val_gt.json``; images/ for built-in sets.
 """
 
@@ -14,8 +14,7 @@ from typing import Any
 
 from mal.common.boxes import is_trainable
 from mal.common.coco_io import ValidationReport, load_coco
-from mal.common.files import write_json_atomic
-from mal.common.paths import image_roots
+from mal.config.data import DataParams
 
 SPLIT_FILES = {"train": "train_gt.json", "train_boxes": "train_boxes.json", "val": "val_gt.json"}
 
@@ -64,30 +63,26 @@ def split_stats(coco: dict[str, Any], min_area: float, min_side: float) -> dict[
     }
 
 
-def prepare(params: dict[str, Any], metrics_path: str | Path) -> dict[str, Any]:
-    """Build ``params['data']['dataset']`` into ``params['data']['out_dir']`` and return the metrics."""
-    data = params["data"]
-    name = data["dataset"]
-    if name not in BUILDERS:
-        raise ValueError(f"params.yaml: data.dataset = {name!r}; choose one of {sorted(BUILDERS)}")
-    out_dir = Path(data["out_dir"])
+def prepare(data: DataParams, out_dir: str | Path) -> dict[str, Any]:
+    """Build ``data.dataset`` into ``out_dir`` (replacing what is there) and return the metrics."""
+    name = data.dataset
+    out_dir = Path(out_dir)
     if out_dir.exists():  # a clean rebuild: stale images of another dataset must not linger
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    info = BUILDERS[name](out_dir, dict(data.get(name) or {}))
+    info = BUILDERS[name](out_dir, getattr(data, name).model_dump())
     reports: dict[str, ValidationReport] = info.pop("reports", {})
     metrics: dict[str, Any] = {"dataset": name}
     for split, file_name in SPLIT_FILES.items():
         # Re-read what was written: proves the outputs satisfy the same validation users' files get.
-        root = image_roots(data)["val" if split == "val" else "train"]
+        root = data.image_root("val" if split == "val" else "train", out_dir)
         coco, report = load_coco(out_dir / file_name, image_root=root, check_images="exists")
         if split != "train_boxes":
-            metrics[split] = split_stats(coco, data["min_train_box_area"], data["min_train_box_side"])
+            metrics[split] = split_stats(coco, data.min_train_box_area, data.min_train_box_side)
         warnings = Counter(report.warnings)
         if split in reports:
             warnings.update(reports[split].warnings)
         if split != "train_boxes":
             metrics[split]["warnings"] = dict(warnings)
     metrics.update({k: v for k, v in info.items() if isinstance(v, (int, float, str, bool, list))})
-    write_json_atomic(metrics_path, metrics, indent=2)
     return metrics

@@ -92,9 +92,10 @@ def _split(rng: np.random.Generator, out_dir: Path, split: str, n_images: int, s
     return {"images": images, "annotations": anns, "categories": CATEGORIES}, ann_id
 
 
-def build_shapes(out_dir: str | Path, num_train: int = 24, num_val: int = 8, image_size: int = 128,
-                 min_objects: int = 2, max_objects: int = 5, seed: int = 0) -> dict[str, Any]:
-    """Write the synthetic set (images + train_gt/train_boxes/val_gt JSONs) to ``out_dir``."""
+def build_shapes(out_dir: str | Path, num_train: int, num_val: int, image_size: int, min_objects: int,
+                 max_objects: int, seed: int) -> dict[str, Any]:
+    """Write the synthetic set (images + train_gt/train_boxes/val_gt JSONs) to ``out_dir`` (options and their
+    defaults: ``data.shapes``, :class:`mal.config.data.ShapesParams`)."""
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"shapes: need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     out_dir = Path(out_dir)

@@ -19,23 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from mal.config.labeler import AugParams
+from mal.config.load import validate
 from mal.common.images import image_path, read_image
 from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed, expand_box_random
 from mal.labeler.model import IMAGENET_MEAN, IMAGENET_STD
-
-DEFAULT_AUG: dict[str, Any] = {
-    "max_margin": 1.2,  # random context expansion, per-axis factor in [1, 1 + max_margin/2]
-    "flip_p": 0.5,
-    "jitter_p": 0.5,
-    "brightness": 0.4,
-    "contrast": 0.4,
-    "saturation": 0.2,
-    "hue": 0.1,
-    "gray_p": 0.2,
-    "blur_p": 0.5,
-    "blur_sigma": [0.1, 2.0],
-}
-
 
 def box_records(
     coco: dict[str, Any], json_path: str | Path, keep: Any = None, image_root: str | Path | None = None
@@ -121,10 +109,7 @@ class BoxCropDataset(Dataset):
         self.records = records
         self.crop_size, self.mask_size = int(crop_size), int(mask_size)
         self.train, self.seed, self.expand = bool(train), int(seed), float(expand)
-        unknown = sorted(set(aug or {}) - set(DEFAULT_AUG))
-        if unknown:
-            raise ValueError(f"labeler augmentation cfg: unknown keys {unknown}")
-        self.aug = {**DEFAULT_AUG, **(aug or {})}
+        self.aug = validate(AugParams, aug or {}, "labeler.train.aug").model_dump()
         self.epoch = 0
         self.image_cache = max(0, int(image_cache))
         self.norm = norm  # (mean, std): the labeler cfg's, mal.labeler.model.input_norm

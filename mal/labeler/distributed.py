@@ -1,6 +1,7 @@
 """Process-group set-up for data-parallel training, its device choice, and RNG states that resume exactly.
 
-Processes come from ``torchrun`` (by hand, or started by the stage itself: :mod:`mal.labeler.launch`).
+Processes come from the project's launcher (:func:`mal.common.launch.launch`, which the stage calls) or from a
+hand-typed ``torchrun``; :func:`resolve_num_processes` says how many ``run.train_labeler`` asks for.
 Each process takes ``cuda:<LOCAL_RANK>`` with NCCL when every local process has a GPU of its own; with
 ``device: cpu``, without CUDA, or with more local processes than visible GPUs, every process runs on the CPU
 with gloo (logged), so that no process picks a ``cuda:k`` that does not exist.
@@ -25,6 +26,15 @@ log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def resolve_num_processes(num_gpus: int | str, device: str = "auto") -> int:
+    """``run.train_labeler.num_gpus``: ``auto`` = every visible GPU (1 on the CPU or with ``device: cpu``), or N."""
+    if num_gpus == "auto":
+        return 1 if device == "cpu" or not torch.cuda.is_available() else max(1, torch.cuda.device_count())
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 1:
+        raise ValueError(f"run.train_labeler.num_gpus must be 'auto' or an integer >= 1, got {num_gpus!r}")
+    return num_gpus
+
+
 def resolve_device(pref: str, local_world: int, local_rank: int) -> torch.device:
     """The device of local process ``local_rank`` of ``local_world`` for ``pref`` (auto | cpu | cuda).
 
@@ -33,7 +43,7 @@ def resolve_device(pref: str, local_world: int, local_rank: int) -> torch.device
     reports) instead of the CPU. ``auto`` on the CPU of a machine with NVIDIA devices warns loudly.
     """
     if pref not in DEVICES:
-        raise ValueError(f"labeler.train.device must be one of {DEVICES}, got {pref!r}")
+        raise ValueError(f"run.train_labeler.device must be one of {DEVICES}, got {pref!r}")
     if pref == "cpu":
         return torch.device("cpu")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -41,12 +51,12 @@ def resolve_device(pref: str, local_world: int, local_rank: int) -> torch.device
         return torch.device(f"cuda:{local_rank}")
     why = "no CUDA device is visible" if gpus == 0 else f"{local_world} processes > {gpus} visible GPU(s)"
     if pref == "cuda":
-        raise DeviceError(f"labeler.train.device: cuda, but {why}: {cuda_diagnosis()}")
+        raise DeviceError(f"run.train_labeler.device: cuda, but {why}: {cuda_diagnosis()}")
     if local_rank == 0:
         if gpus:
-            log.warning("%s: every process trains on the CPU with gloo (set labeler.train.num_gpus <= %d)", why, gpus)
+            log.warning("%s: every process trains on the CPU with gloo (set run.train_labeler.num_gpus <= %d)", why, gpus)
         else:
-            warn_cpu_fallback("labeler.train.device")
+            warn_cpu_fallback("run.train_labeler.device")
     return torch.device("cpu")
 
 

@@ -15,52 +15,24 @@ import torch
 from torch import nn
 
 from mal.common.files import atomic_path
-from mal.common.params import with_defaults
+from mal.config.labeler import DEFAULT_MASK_THRESHOLD, LabelerModelParams
+from mal.config.load import validate
 from mal.labeler.decoder import AttentionDecoder
 from mal.labeler.encoder import Encoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Mask threshold on the labeler's pasted probability for checkpoints that record none (trained before
+# DEFAULT_MASK_THRESHOLD (mal.config.labeler): the threshold of checkpoints that record none (trained before
 # ``labeler.train.mask_threshold`` existed); the paper uses 0.1, the demo's val sweep docs/pseudo_labels.md.
-DEFAULT_MASK_THRESHOLD = 0.5
 
-DEFAULT_CFG: dict[str, Any] = {
-    "encoder": "vit_tiny_patch16_224",  # any timm model name
-    "pretrained": False,  # false | timm hub tag (needs network) | local .safetensors/.pth/.npz path
-    "crop_size": 128,  # paper: 512
-    "mask_size": None,  # default crop_size // 4 (paper: 128)
-    "decoder_dim": 256,
-    "bucket_rescale": True,  # COCO size-bucket rescale of the grid (x0.5 / x1 / x2)
-    "drop_path_rate": 0.0,
-    "encoder_args": {},  # extra timm.create_model kwargs, e.g. {patch_size: 8} (a finer token grid)
-    # Input mean/std (RGB, 0-1 scale). null: the encoder's pretrained config (timm resolve_model_data_config)
-    # when weights are loaded, ImageNet's when trained from scratch or for checkpoints that record none.
-    "norm_mean": None,
-    "norm_std": None,
-}
 NORM_KEYS = ("norm_mean", "norm_std")
 
 
 def resolve_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
-    """Fill defaults and validate a model cfg; returns a new plain dict (what checkpoints store)."""
-    out = with_defaults(cfg, DEFAULT_CFG, "labeler model cfg")
-    out["crop_size"] = int(out["crop_size"])
-    if out["crop_size"] < 16:
-        raise ValueError(f"labeler model cfg: crop_size must be >= 16, got {out['crop_size']}")
-    out["mask_size"] = int(out["mask_size"] or out["crop_size"] // 4)
-    out["decoder_dim"] = int(out["decoder_dim"])
-    out["bucket_rescale"] = bool(out["bucket_rescale"])
-    out["drop_path_rate"] = float(out["drop_path_rate"])
-    if not isinstance(out["encoder_args"], dict):
-        raise ValueError(f"labeler model cfg: encoder_args must be a mapping, got {out['encoder_args']!r}")
-    out["encoder_args"] = dict(out["encoder_args"])
-    for key in NORM_KEYS:
-        v = out[key]
-        if v is not None and (not isinstance(v, (list, tuple)) or len(v) != 3):
-            raise ValueError(f"labeler model cfg: {key} must be null or 3 numbers (RGB), got {v!r}")
-        out[key] = None if v is None else [float(x) for x in v]
-    return out
+    """A model cfg (``labeler.models.<name>`` without ``train``, or what a checkpoint stores) validated by
+    :class:`~mal.config.labeler.LabelerModelParams` (defaults filled, ``mask_size`` resolved): a new plain dict."""
+    cfg = {k: v for k, v in (cfg or {}).items() if k != "train"}
+    return validate(LabelerModelParams, cfg, "labeler model cfg").model_cfg()
 
 
 def input_norm(cfg: dict[str, Any]) -> tuple[list[float], list[float]]:
@@ -103,7 +75,7 @@ class MaskLabeler(nn.Module):
 
 
 def build_labeler(cfg: dict[str, Any]) -> MaskLabeler:
-    """Build a labeler from ``params['labeler']['models'][<name>]`` (keys: see ``DEFAULT_CFG``)."""
+    """Build a labeler from ``params['labeler']['models'][<name>]`` (keys: :class:`~mal.config.labeler.LabelerModelParams`)."""
     return MaskLabeler(cfg)
 
 

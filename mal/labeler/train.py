@@ -1,7 +1,7 @@
 """The labeler training loop: student + EMA teacher, MIL + CRF losses, AdamW with warm-up + cosine.
 
 Device-agnostic (AMP only on CUDA); data parallel on N processes (NCCL on CUDA, gloo on CPU) under
-``torchrun`` or the stage's own launcher (mal/labeler/launch.py); a resumable run state every
+the project launcher (mal/common/launch.py) or ``torchrun``; a resumable run state every
 ``save_state_every_steps`` steps and after every epoch (mal/labeler/run_state.py), so that a killed run
 resumes, mid-epoch too, to the same weights as an uninterrupted one. Validation is sharded over the processes.
 """
@@ -19,71 +19,37 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mal.common.params import check_keys, with_defaults
+from mal.config.labeler import LabelerTrainParams
+from mal.config.load import validate
+from mal.config.run import RunTrainLabelerParams
 from mal.labeler.data import worker_init
-from mal.labeler.distributed import DEVICES, barrier
+from mal.labeler.distributed import barrier
 from mal.labeler.evaluate import evaluate_labeler
 from mal.labeler.losses import crf_loss, mil_loss, ramp
-from mal.labeler.model import DEFAULT_MASK_THRESHOLD, input_norm, normalize, resolve_cfg, save_checkpoint
+from mal.labeler.model import input_norm, normalize, resolve_cfg, save_checkpoint
 from mal.labeler.run_state import Run, load_state, save_state, setup_run
 from mal.labeler.schedule import lr_at
 
 log = logging.getLogger(__name__)
 _POSTFIX_EVERY = 20  # steps between progress-bar loss reads (each read waits for the device)
 
-DEFAULT_TRAIN: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 32,  # total over all processes
-    "lr_per_sample": 1.5e-6,  # peak lr = lr_per_sample * batch_size (paper: 4.8e-5 at 32)
-    "betas": [0.9, 0.9],
-    "weight_decay": 5e-4,
-    "warmup_epochs": 1.0,
-    "min_lr_ratio": 0.2,
-    "ema_momentum": 0.996,
-    "mil_weight": 4.0,
-    "crf_weight": 0.5,
-    "mil_warmup_steps": 1000,
-    "crf_warmup_steps": 4000,
-    "crf_iterations": 100,
-    "crf_sigma": 0.1,
-    "crf_clamp": [0.1, 0.9],
-    "crf_normalize_affinity": False,  # paper: the sum of k_ij-weighted logits; true: their mean (mal.labeler.losses)
-    "val_threshold": 0.5,
-    # Recorded in the checkpoint as the threshold to label with (the CLI's default); not used in training.
-    "mask_threshold": DEFAULT_MASK_THRESHOLD,
-    "val_every": 1,
-    "val_max_boxes": 0,  # 0 = every val box; else an evenly spaced subset (large sets, e.g. COCO)
-    "num_gpus": 1,  # processes the stage starts (mal.labeler.launch): "auto" = every visible GPU
-    "device": "auto",  # auto | cpu | cuda (mal.labeler.distributed.resolve_device)
-    "save_state_every_steps": 0,  # resumable state every N steps (0: after every epoch only)
-    "num_workers": 0,
-    "num_threads": 0,  # torch CPU threads; 0 = torch default
-    "image_cache": 256,
-    "amp": True,  # used only on CUDA
-    "aug": {},
-}
-
-
-def labeler_cfgs(labeler_params: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(model cfg, train cfg)`` of ``labeler.models.<name>``: a model's own ``train`` mapping overrides
-    ``labeler.train`` key by key (a pretrained encoder fine-tunes at its own lr and epochs)."""
-    model = dict((labeler_params.get("models") or {})[name])
-    own = model.pop("train", None) or {}
-    if not isinstance(own, dict):
-        raise ValueError(f"labeler.models.{name}.train must be a mapping, got {own!r}")
-    check_keys(own, DEFAULT_TRAIN, f"labeler.models.{name}.train")
-    return model, resolve_train_cfg({**(labeler_params.get("train") or {}), **own})
+def labeler_cfgs(params: Any, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(model cfg, train cfg)`` of ``labeler.models.<name>`` in validated ``params``
+    (:class:`mal.config.Params`): the model's own ``train`` laid over ``labeler.train``, plus
+    ``run.train_labeler`` (where and how fast it runs)."""
+    if name not in params.labeler.models:
+        raise ValueError(f"params: labeler.models has no '{name}' (have: {sorted(params.labeler.models)})")
+    train = {**params.labeler.train_for(name).model_dump(), **params.run.train_labeler.model_dump()}
+    return params.labeler.models[name].model_cfg(), train
 
 
 def resolve_train_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
-    cfg = with_defaults(cfg, DEFAULT_TRAIN, "labeler train cfg")
-    if not 0.0 <= float(cfg["mask_threshold"]) < 1.0:
-        raise ValueError(f"labeler train cfg: mask_threshold must be in [0, 1), got {cfg['mask_threshold']}")
-    if cfg["device"] not in DEVICES:
-        raise ValueError(f"labeler train cfg: device must be one of {DEVICES}, got {cfg['device']!r}")
-    if int(cfg["save_state_every_steps"]) < 0:
-        raise ValueError(f"labeler train cfg: save_state_every_steps must be >= 0, got {cfg['save_state_every_steps']}")
-    return cfg
+    """A train cfg (keys of ``labeler.train`` and ``run.train_labeler``) validated, defaults filled: the plain dict
+    the run fingerprints (:mod:`mal.labeler.run_state`)."""
+    cfg = dict(cfg or {})
+    run = {k: cfg.pop(k) for k in list(cfg) if k in RunTrainLabelerParams.model_fields}
+    return {**validate(LabelerTrainParams, cfg, "labeler.train").model_dump(),
+            **validate(RunTrainLabelerParams, run, "run.train_labeler").model_dump()}
 
 
 # ---------------------------------------------------------------- one step

@@ -24,15 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mal.common.cli_format import HelpFormatter
 from mal.common.files import save_png_atomic, write_json_atomic
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Keeps the docstring's layout and appends each option's default; a None or "" default is left to the
-    help text, which says what happens then."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default in (None, "") else super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,9 +212,10 @@ def write_export(args: argparse.Namespace) -> int:
 
     try:
         path = default_export_path(args.format, args.out, args.export_dir)
-        rep = export(read_coco_json(args.out), args.format, path, options_from_args(args))
-    except ValueError as e:
-        print(f"error: export {args.format}: {e}", file=sys.stderr)
+        rep = export(read_coco_json(args.out), args.format, path, options_from_args(args), source=args.out)
+    except (OSError, ValueError) as e:  # one line per problem (CocoFormatError is a ValueError)
+        for line in str(e).splitlines():
+            print(f"error: export {args.format}: {line}", file=sys.stderr)
         return 2
     print(f"export {rep.line()}")
     return 0

@@ -28,7 +28,11 @@ from it (``label --format F`` runs the same converters). What each format keeps:
   mask's box; lossless, holes and parts kept) and a ``score`` attribute; ``<meta>`` declares the labels
   (type mask) and the ``score`` attribute so a task created from it keeps the scores.
 
-Every file is written atomically (:mod:`mal.common.files`).
+Every annotation is checked before anything is written (:mod:`mal.common.render_check`): one that cannot be
+converted (no ``segmentation``, an RLE that does not decode at its image's size, an unknown ``image_id`` or
+``category_id``, a non-numeric ``score``) stops the export with one line per kind of problem naming the file,
+the annotation id and the field. Every file is written atomically (:mod:`mal.common.files`), so an earlier
+export at ``--out`` is never lost.
 """
 
 from __future__ import annotations
@@ -47,14 +51,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import cv2
 import numpy as np
 
-from mal.common.coco_io import CocoFormatError, check_records, read_coco_json
+from mal.common.cli_format import HelpFormatter
+from mal.common.coco_io import read_coco_json
 from mal.common.files import atomic_path, write_json_atomic, write_text_atomic
 from mal.common.masks import decode_segmentation, rle_area, segmentation_to_rle
-
-DEFAULT_EPSILON = 0.5  # px: Douglas-Peucker tolerance; polygons trace pixel corners, so 0.5 px keeps IoU ~1
+from mal.common.render_check import check_renderable
+from mal.pseudo.polygons import DEFAULT_EPSILON, cvat_rle, join_polygons, mask_polygons
 
 
 @dataclass
@@ -83,49 +87,8 @@ class ExportReport:
         )
 
 
-# --------------------------------------------------------------------------------------------- geometry
-def mask_polygons(mask: np.ndarray, epsilon: float = DEFAULT_EPSILON) -> tuple[list[np.ndarray], int]:
-    """Outer contours of a binary mask as ``k x 2`` float arrays of (x, y) **pixel-corner** coordinates.
-
-    Traced on the 2x nearest-upsampled mask: each upsampled boundary pixel is one quadrant of an original
-    pixel, and ``(u + 1) // 2`` maps it to that quadrant's corner, so the polygon runs along pixel edges and
-    a continuous-coordinate rasteriser (pycocotools) gives the mask back exactly (before simplification).
-    Only the bounding box is upsampled. Returns ``(polygons, dropped)``; holes are not traced.
-    """
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
-        return [], 0
-    y0, x0 = int(ys.min()), int(xs.min())
-    crop = np.ascontiguousarray(mask[y0 : ys.max() + 1, x0 : xs.max() + 1], dtype=np.uint8)
-    up = np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1)
-    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polys, dropped = [], 0
-    for c in contours:
-        pts = (c.reshape(-1, 1, 2) + 1) // 2
-        if epsilon > 0:
-            pts = cv2.approxPolyDP(pts.astype(np.int32), epsilon, True)
-        pts = pts.reshape(-1, 2).astype(np.float64) + (x0, y0)
-        if len(pts) < 3:
-            dropped += 1
-            continue
-        polys.append(pts)
-    return polys, dropped
-
-
-def join_polygons(polys: list[np.ndarray]) -> np.ndarray:
-    """One polygon through all parts: part k+1 hangs off part k by a there-and-back bridge between their
-    nearest vertices (zero area, so even-odd and non-zero fills give back the union of the parts)."""
-    if len(polys) == 1:
-        return polys[0]
-    head, rest = polys[0], join_polygons(polys[1:])
-    d = ((head[:, None, :] - rest[None, :, :]) ** 2).sum(-1)
-    i, j = np.unravel_index(int(np.argmin(d)), d.shape)
-    rest = np.roll(rest, -j, axis=0)
-    head = np.roll(head, -i, axis=0)  # head[0] is the bridge end on this part
-    return np.concatenate([head, head[:1], rest, rest[:1]])
-
-
 def _score(ann: dict[str, Any]) -> float | None:
+    """``score``, else ``mal.score`` (both checked to be numbers by :func:`export`)."""
     s = ann.get("score", (ann.get("mal") or {}).get("score"))
     return None if s is None else float(s)
 
@@ -290,7 +253,7 @@ def export_labelstudio(coco: dict[str, Any], out: Path, opts: ExportOptions) -> 
                     "value": {
                         "points": [[round(float(x), 4), round(float(y), 4)] for x, y in pct],
                         "closed": True,
-                        "polygonlabels": [names.get(a["category_id"], str(a["category_id"]))],
+                        "polygonlabels": [names[a["category_id"]]],
                     },
                 }
                 if score is not None:
@@ -303,25 +266,6 @@ def export_labelstudio(coco: dict[str, Any], out: Path, opts: ExportOptions) -> 
         tasks.append({"data": data, "predictions": [pred]})
     write_json_atomic(out, tasks, indent=1)
     return rep
-
-
-def cvat_rle(mask: np.ndarray) -> tuple[list[int], tuple[int, int, int, int]] | None:
-    """CVAT mask RLE: run lengths, row-major over the mask's box, starting with background (may be 0).
-
-    Returns ``(counts, (left, top, width, height))``, or None for an empty mask.
-    """
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
-        return None
-    left, top = int(xs.min()), int(ys.min())
-    width, height = int(xs.max()) + 1 - left, int(ys.max()) + 1 - top
-    flat = (mask[top : top + height, left : left + width] > 0).ravel().astype(np.int8)
-    change = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat[0]:
-        counts.insert(0, 0)
-    return counts, (left, top, width, height)
 
 
 def _cvat_meta(root: ET.Element, coco: dict[str, Any]) -> None:
@@ -358,7 +302,7 @@ def export_cvat(coco: dict[str, Any], out: Path, opts: ExportOptions) -> ExportR
                 continue
             counts, (left, top, width, height) = enc
             m = ET.SubElement(el, "mask", {
-                "label": names.get(a["category_id"], str(a["category_id"])), "source": "auto", "occluded": "0",
+                "label": names[a["category_id"]], "source": "auto", "occluded": "0",
                 "rle": ", ".join(map(str, counts)), "left": str(left), "top": str(top),
                 "width": str(width), "height": str(height), "z_order": "0",
             })  # fmt: skip
@@ -384,11 +328,18 @@ EXPORTERS: dict[str, tuple[Exporter, str]] = {
 FORMATS = list(EXPORTERS)
 
 
-def export(coco: dict[str, Any], fmt: str, out: str | Path, opts: ExportOptions | None = None) -> ExportReport:
-    """Write ``coco`` (a labelled COCO dict) as ``fmt`` at ``out`` (a folder for yolo-seg)."""
+def export(coco: dict[str, Any], fmt: str, out: str | Path, opts: ExportOptions | None = None,
+           source: str | Path = "<labelled>") -> ExportReport:
+    """Write ``coco`` (a labelled COCO dict read from ``source``) as ``fmt`` at ``out`` (a folder for yolo-seg).
+
+    Every annotation is checked first (:func:`~mal.common.render_check.check_renderable`: known image and
+    category, a segmentation that decodes at its image's size, numeric scores), so a file that cannot be
+    converted raises ``CocoFormatError`` naming ``source``, the annotation id and the field, and nothing is
+    written; an earlier export at ``out`` stays as it was.
+    """
     if fmt not in EXPORTERS:
         raise ValueError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
-    check_records(coco, "<labelled>")
+    check_renderable(coco, source)
     return EXPORTERS[fmt][0](coco, Path(out), opts or ExportOptions())
 
 
@@ -417,8 +368,6 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mal.pseudo.cli import HelpFormatter
-
     p = argparse.ArgumentParser(prog="python -m mal export", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--labelled", required=True, help="COCO JSON with masks (e.g. from `python -m mal label`)")
     p.add_argument("--out", required=True, help="output file (a folder for yolo-seg)")
@@ -430,9 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         coco = read_coco_json(args.labelled, "labelled COCO file")
-        rep = export(coco, args.format, args.out, options_from_args(args))
-    except (CocoFormatError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        rep = export(coco, args.format, args.out, options_from_args(args), source=args.labelled)
+    except (OSError, ValueError) as e:  # CocoFormatError is a ValueError: one line per problem, no traceback
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
         return 2
     print(rep.line())
     return 0

@@ -37,6 +37,7 @@ from mal.common.files import save_png_atomic
 from mal.common.images import image_path, read_image
 from mal.common.masks import box_rle, decode_segmentation, rle_from_region, segmentation_to_rle
 from mal.common.miou import iou_record, summarize
+from mal.config.quality import MaskQualityParams
 from mal.pseudo.confidence import ranking_metrics
 
 
@@ -170,19 +171,16 @@ def draw_overlay(image: np.ndarray, gt_masks: list[np.ndarray], pred_masks: list
 def evaluate_masks(
     pred: dict[str, Any],
     gt: dict[str, Any],
+    options: MaskQualityParams,
     image_root: str | Path | None = None,
-    grabcut_iterations: int = 3,
-    baselines: tuple[str, ...] = ("box", "grabcut"),
     overlay_dir: str | Path | None = None,
-    num_overlays: int = 0,
     pred_name: str = "pseudo-labels",
     gt_name: str = "ground truth",
     show_progress: bool = True,
-    baseline_max_boxes: int = 0,
-    baseline_seed: int = 0,
     num_workers: int = 0,
 ) -> dict[str, Any]:
-    """Compare pseudo-masks ``pred`` with ``gt`` (COCO dicts, matched by annotation id).
+    """Compare pseudo-masks ``pred`` with ``gt`` (COCO dicts, matched by annotation id); ``options``: the
+    ``mask_quality`` params section (baselines, GrabCut, overlays).
 
     ``image_root`` (the GT JSON's directory) is needed for GrabCut and overlays. Every GT annotation is
     either evaluated or counted under ``not_evaluated`` with a reason; a GT annotation missing from
@@ -190,6 +188,7 @@ def evaluate_masks(
     :func:`baseline_subset` (``baseline_max_boxes``, 0 = all; its size is the baseline's ``num_instances``)
     in ``num_workers`` processes.
     """
+    baselines, num_overlays = tuple(options.baselines), options.num_overlays
     gt_images, gt_anns = _index(gt, gt_name)
     _, pred_anns = _index(pred, pred_name)
     cat_names = {int(c["id"]): str(c["name"]) for c in gt.get("categories", [])}
@@ -208,12 +207,12 @@ def evaluate_masks(
 
     grabcut: dict[int, dict | None] = {}
     if "grabcut" in baselines:
-        chosen = baseline_subset(gt_anns, baseline_max_boxes, baseline_seed)
+        chosen = baseline_subset(gt_anns, options.baseline_max_boxes, options.baseline_seed)
         unknown = sorted({int(gt_anns[i]["image_id"]) for i in chosen} - set(gt_images))
         if unknown:
             raise ValueError(f"{gt_name}: annotation(s) refer to unknown image_id {unknown[0]}")
-        grabcut = grabcut_rles(gt_images, [gt_anns[i] for i in sorted(chosen)], image_root, grabcut_iterations,
-                               num_workers, show_progress, gt_name)
+        grabcut = grabcut_rles(gt_images, [gt_anns[i] for i in sorted(chosen)], image_root,
+                               options.grabcut_iterations, num_workers, show_progress, gt_name)
     records: dict[str, list[dict[str, Any]]] = {"labeler": [], **{b: [] for b in baselines}}
     scored: list[tuple[float, float]] = []  # (score, IoU) of the evaluated masks that carry a score
     not_evaluated: dict[str, int] = defaultdict(int)
@@ -269,8 +268,8 @@ def evaluate_masks(
     result["baselines"] = {b: summarize(records[b], cat_names) for b in baselines}
     if "grabcut" in baselines:
         result["baselines"]["grabcut"]["fallbacks_to_box"] = grabcut_fallbacks
-        result["baselines"]["grabcut"]["iterations"] = grabcut_iterations
-        if 0 < baseline_max_boxes < len(records["labeler"]):  # subsampled: num_instances of how many
+        result["baselines"]["grabcut"]["iterations"] = options.grabcut_iterations
+        if 0 < options.baseline_max_boxes < len(records["labeler"]):  # subsampled: num_instances of how many
             result["baselines"]["grabcut"]["subsample_of"] = len(records["labeler"])
     result["not_evaluated"] = dict(not_evaluated)
     result["num_gt_annotations"] = len(gt_anns)

@@ -2,7 +2,9 @@
 
 Either one labelled COCO file (cards sorted by score, each with its image and annotation id so a person
 can fix it) or a whole `dvc repro` (paper table, labeler curves, per-class and S/M/L mIoU, confidence).
-The page has no scripts and no external files: open it anywhere, attach it to an issue.
+The page has no scripts and no external files: open it anywhere, attach it to an issue. Inputs are
+checked before anything is written: an annotation the page cannot draw (no `segmentation`, an RLE that does
+not decode at its image's size, an unknown `image_id`) is one error line naming the file, id and field.
 
 Example::
 
@@ -17,18 +19,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from mal.common.cli_format import HelpFormatter
 from mal.common.files import write_text_atomic
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """The docstring's layout, plus each option's default; a None default is described in the help itself."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m mal review", description=__doc__, formatter_class=_HelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m mal review", description=__doc__, formatter_class=HelpFormatter)
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--labelled", type=Path, metavar="JSON",
                       help="a labelled COCO file, e.g. `python -m mal label` output (required: this or --repro)")
@@ -65,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.images is not None or args.gt is not None:
             ap.error("--images and --gt go with --labelled (--repro reads them from params.yaml)")
         return _repro(args)
-    except (OSError, ValueError) as e:  # missing/invalid inputs: one line naming the file, no traceback
-        print(f"mal review: error: {e}", file=sys.stderr)
+    except (OSError, ValueError) as e:  # missing/invalid inputs: one line per problem naming the file, no traceback
+        for line in str(e).splitlines():
+            print(f"mal review: error: {line}", file=sys.stderr)
         return 1
 
 

@@ -15,9 +15,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mal.common.coco_io import CocoFormatError, check_records, read_coco_json
+from mal.common.coco_io import CocoFormatError, read_coco_json
 from mal.common.images import image_path, read_image
 from mal.common.masks import decode_segmentation, rle_iou, segmentation_to_rle
+from mal.common.render_check import check_renderable
 from mal.review import page
 
 DEFAULT_NUM = 48
@@ -26,9 +27,14 @@ MASK_RGB, GT_RGB, BOX_RGB = (255, 40, 40), (40, 230, 40), (255, 220, 0)
 
 
 def load_labelled(path: str | Path, what: str = "labelled COCO file") -> dict[str, Any]:
-    """A COCO JSON with images and annotations (categories optional); errors name the file."""
+    """A COCO JSON with images and annotations (categories optional) whose every annotation the page can draw.
+
+    Checked up front (:func:`~mal.common.render_check.check_renderable`): a known ``image_id``, a
+    ``segmentation`` that decodes at its image's size, an integer ``category_id`` and 4-number ``bbox`` when
+    present. Otherwise ``CocoFormatError``: one line per kind of problem naming the file, annotation id, field.
+    """
     coco = read_coco_json(path, what)
-    check_records(coco, path, with_categories=False)
+    check_renderable(coco, path, category=False, score=False, bbox=True)
     return coco
 
 
@@ -92,15 +98,18 @@ class _Images:
 
     def get(self, image_id: int) -> np.ndarray:
         if image_id not in self.cache:
-            im = self.images.get(image_id)
-            if im is None:
-                raise CocoFormatError(f"{self.json_path}: an annotation refers to unknown image_id {image_id}")
+            im = self.images[image_id]  # known: load_labelled checked every image_id
             path = image_path(self.json_path, im, self.root)
             if not path.is_file():
                 where = f"--images {self.root}" if self.root is not None else f"the JSON's folder {self.json_path.parent}"
                 raise FileNotFoundError(f"{path}: image not found (file_names of {self.json_path} are read "
                                         f"relative to {where}; pass --images ROOT)")
-            self.cache[image_id] = read_image(path)
+            image = read_image(path)
+            if image.shape[:2] != (im["height"], im["width"]):  # the masks are that size: they would not fit
+                raise CocoFormatError(
+                    f"{self.json_path}: image id={image_id}: field 'width'/'height' {im['width']}x{im['height']}: "
+                    f"image {path} is {image.shape[1]}x{image.shape[0]}")
+            self.cache[image_id] = image
         return self.cache[image_id]
 
 
@@ -120,19 +129,20 @@ def _card(rank: int, ann: dict[str, Any], im: dict[str, Any], uri: str, cat: str
 
 
 def _masks(ann: dict[str, Any], gt_ann: dict[str, Any] | None, h: int, w: int,
-           json_path: str | Path) -> tuple[np.ndarray, np.ndarray | None, float | None]:
-    """``(mask, GT mask or None, IoU or None)``; a malformed segmentation is an error naming the annotation."""
-    segm = ann.get("segmentation") or {"size": [h, w], "counts": [h * w]}  # none written: an empty mask
-    rle = segmentation_to_rle(segm, h, w, f"{json_path}: annotation id={ann['id']} field 'segmentation'")
+           gt_path: str | Path) -> tuple[np.ndarray, np.ndarray | None, float | None]:
+    """``(mask, GT mask or None, IoU or None)`` of a checked annotation (:func:`load_labelled`)."""
+    rle = segmentation_to_rle(ann["segmentation"], h, w)
     if gt_ann is None or not gt_ann.get("segmentation"):
         return decode_segmentation(rle, h, w), None, None
-    g = segmentation_to_rle(gt_ann["segmentation"], h, w, f"GT annotation id={ann['id']} field 'segmentation'")
+    # checked against the GT file's own image; this catches a GT image of another size than the labelled one
+    g = segmentation_to_rle(gt_ann["segmentation"], h, w, f"{gt_path}: annotation id={ann['id']}: field 'segmentation'")
     return decode_segmentation(rle, h, w), decode_segmentation(g, h, w), rle_iou(rle, g)
 
 
 def cards_html(coco: dict[str, Any], json_path: str | Path, images_root: str | Path | None,
-               gt: dict[str, Any] | None, num: int) -> tuple[str, int]:
-    """The ``num`` least-confident annotations as overlay cards; returns ``(html, cards shown)``."""
+               gt: dict[str, Any] | None, num: int, gt_path: str | Path = "GT COCO file") -> tuple[str, int]:
+    """The ``num`` least-confident annotations of a :func:`load_labelled` file as overlay cards (``gt``, loaded
+    the same way from ``gt_path``, adds the GT outline and IoU); returns ``(html, cards shown)``."""
     images = {int(im["id"]): im for im in coco["images"]}
     cats = {int(c["id"]): str(c.get("name", c["id"])) for c in coco.get("categories") or []}
     gt_anns = {int(a["id"]): a for a in (gt or {}).get("annotations", [])}
@@ -142,7 +152,7 @@ def cards_html(coco: dict[str, Any], json_path: str | Path, images_root: str | P
     for rank, ann in enumerate(chosen, 1):
         image = reader.get(int(ann["image_id"]))
         h, w = image.shape[:2]
-        mask, gt_mask, iou = _masks(ann, gt_anns.get(int(ann["id"])), h, w, json_path)
+        mask, gt_mask, iou = _masks(ann, gt_anns.get(int(ann["id"])), h, w, gt_path)
         uri = page.rgb_uri(crop_overlay(image, mask, ann.get("bbox") or [0, 0, w, h], gt_mask))
         cat = cats.get(int(ann.get("category_id", -1)), str(ann.get("category_id", "–")))
         cards.append(_card(rank, ann, images[int(ann["image_id"])], uri, cat, iou))
@@ -200,7 +210,7 @@ def build_labelled_page(labelled_json: str | Path, images_root: str | Path | Non
     coco = load_labelled(labelled_json)
     gt = load_labelled(gt_json, "GT COCO file") if gt_json is not None else None
     stats = summary(coco, skipped_count(labelled_json))
-    cards, shown = cards_html(coco, labelled_json, images_root, gt, num)
+    cards, shown = cards_html(coco, labelled_json, images_root, gt, num, gt_json or "GT COCO file")
     body = (f"<h2>Summary</h2>{summary_html(stats)}"
             f"<h2>Confidence</h2>{score_histogram_html(coco, Path(labelled_json).name)}"
             f"<h2>Least-confident masks ({shown} of {stats['boxes']})</h2>{cards}")
