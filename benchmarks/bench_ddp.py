@@ -31,10 +31,10 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
-from mal.common.params import load_params  # noqa: E402
-from mal.labeler.model import build_labeler, resolve_cfg  # noqa: E402
+from mal.config import load_params  # noqa: E402
+from mal.labeler.model import build_labeler  # noqa: E402
 from mal.labeler.schedule import EMATeacher, build_optimizer  # noqa: E402
-from mal.labeler.train import resolve_train_cfg, train_step  # noqa: E402
+from mal.labeler.train import labeler_cfgs, train_step  # noqa: E402
 
 
 def _worker(rank: int, world: int, port: int, model_cfg: dict, cfg: dict, steps: int, warmup: int,
@@ -101,10 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2, help="alternating 1-process / 2-process rounds")
     args = ap.parse_args(argv)
-    lab = (load_params(args.params).get("labeler") or {}) if Path(args.params).is_file() else {}
-    models = lab.get("models") or {"default": {}}
-    name = args.labeler or next(iter(models))
-    model_cfg, cfg = resolve_cfg(models[name]), resolve_train_cfg(lab.get("train"))
+    params = load_params(args.params)
+    name = args.labeler or next(iter(params.labeler.models))
+    model_cfg, cfg = labeler_cfgs(params, name)
     if args.batch:
         cfg["batch_size"] = args.batch
     if cfg["batch_size"] % 2:

@@ -28,11 +28,11 @@ import mal.common.runtime  # noqa: E402, F401  (first: OpenMP's wait policy must
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mal.common.params import load_params  # noqa: E402
+from mal.config import load_params  # noqa: E402
 from mal.labeler.losses import crf_refine  # noqa: E402
-from mal.labeler.model import build_labeler, resolve_cfg  # noqa: E402
+from mal.labeler.model import build_labeler  # noqa: E402
 from mal.labeler.schedule import EMATeacher, build_optimizer  # noqa: E402
-from mal.labeler.train import resolve_train_cfg, train_step  # noqa: E402
+from mal.labeler.train import labeler_cfgs, train_step  # noqa: E402
 
 
 def _median_times(fns: dict, iters: int, warmup: int) -> dict[str, float]:
@@ -67,10 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    lab = load_params(args.params).get("labeler") or {} if Path(args.params).is_file() else {}
-    models = lab.get("models") or {"default": {}}
-    name = args.labeler or next(iter(models))
-    model_cfg, cfg = resolve_cfg(models[name]), resolve_train_cfg(lab.get("train"))
+    params = load_params(args.params)
+    name = args.labeler or next(iter(params.labeler.models))
+    model_cfg, cfg = labeler_cfgs(params, name)
     batch = args.batch or int(cfg["batch_size"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_amp = bool(cfg["amp"]) and device.type == "cuda"

@@ -50,10 +50,10 @@ def _checkpoint(args: argparse.Namespace) -> Path:
     if args.checkpoint and Path(args.checkpoint).is_file() and not (args.encoder or args.crop_size
                                                                      or args.encoder_args):
         return Path(args.checkpoint)
-    from mal.common.params import load_params
+    from mal.config import load_params
     from mal.labeler.model import build_labeler, save_checkpoint
 
-    cfg = dict(load_params(args.params).get("labeler", {}).get("models", {}).get(args.labeler) or {})
+    cfg = load_params(args.params).labeler.models[args.labeler].model_cfg()
     cfg.update({k: v for k, v in (("encoder", args.encoder), ("crop_size", args.crop_size)) if v})
     if args.encoder_args is not None:
         cfg["encoder_args"] = yaml.safe_load(args.encoder_args) or {}

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mal.common.params import load_params  # noqa: E402
+
 from mal.common.paths import prepared_json  # noqa: E402
 
 

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mal.common.params import load_params  # noqa: E402
+
 from mal.common.paths import timings_path  # noqa: E402
 
 
@@ -83,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([py, str(REPO / "stages/train_labeler.py"), "--params", str(params_path),
                     "--labeler", args.labeler, "--no-resume"], cwd=REPO, check=True)
 
+    from mal.config.quality import MaskQualityParams as MQ
     from mal.labeler.model import checkpoint_mask_threshold
     from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes
-    from mal.config.quality import MaskQualityParams as MQ
     from mal.pseudo.quality import evaluate_masks
 
     params = load_params(params_path)

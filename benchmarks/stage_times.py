@@ -1,4 +1,4 @@
-"""Time per stage of the last `dvc repro`, from the stages' own timing files (`.work/timings/`).
+"""Time per stage of the last `dvc repro`, from the stages' own timing files (`.work/<stage>/<name>/timings.json`).
 
     make repro                                      # or: /usr/bin/time -f %e dvc repro
     python benchmarks/stage_times.py [--total-s 1234]   # --total-s: the run's wall clock, to show the overhead
@@ -19,30 +19,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mal.common.params import load_params  # noqa: E402
-
-# stage folder -> the key of its timing file that holds the stage's own wall clock
-CLOCK_KEYS = {"train_labeler": "stage_seconds", "pseudo_label": "seconds", "mask_quality": "seconds",
-              "train_detector": "train_time_s", "evaluate": "eval_time_s"}
+# the keys of a timing file that hold the stage's own wall clock (the first present counts)
+CLOCK_KEYS = ("stage_seconds", "seconds", "train_time_s", "eval_time_s")
 
 
-def stage_seconds(timings_dir: Path) -> dict[str, list[tuple[str, float]]]:
-    """``{stage: [(name, seconds), ...]}`` from ``<timings_dir>/<stage>/<name>.json``."""
+def stage_seconds(work_dir: Path) -> dict[str, list[tuple[str, float]]]:
+    """``{stage: [(name, seconds), ...]}`` from ``<work_dir>/<stage>/<name>/timings.json`` (the stages' --work-dir)."""
     out: dict[str, list[tuple[str, float]]] = {}
-    for stage, key in CLOCK_KEYS.items():
-        for f in sorted((timings_dir / stage).glob("*.json")):
-            value = json.loads(f.read_text()).get(key)
-            if isinstance(value, (int, float)):
-                out.setdefault(stage, []).append((f.stem, float(value)))
+    for f in sorted(work_dir.glob("*/*/timings.json")):
+        record = json.loads(f.read_text())
+        value = next((record[k] for k in CLOCK_KEYS if isinstance(record.get(k), (int, float))), None)
+        if value is not None:
+            out.setdefault(f.parent.parent.name, []).append((f.parent.name, float(value)))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    ap.add_argument("--work-dir", type=Path, default=ROOT / ".work", help="the stages' work folders (dvc.yaml)")
     ap.add_argument("--total-s", type=float, default=None, help="wall clock of the whole run (seconds)")
     args = ap.parse_args(argv)
-    timings = ROOT / load_params(args.params)["timings_dir"]
+    timings = args.work_dir
     found = stage_seconds(timings)
     if not found:
         print(f"no timing files under {timings}: run `make repro` first")

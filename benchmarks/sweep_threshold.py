@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes
 from mal.config.quality import MaskQualityParams as MQ
+from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes
 from mal.pseudo.quality import evaluate_masks
 
 

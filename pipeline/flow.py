@@ -51,6 +51,7 @@ from pipeline.dvc_runner import StageResult, repro_lock, repro_stage, run_dvc  #
 from pipeline.mounts import link_mounts  # noqa: E402
 from pipeline.run_cache import push_run_cache  # noqa: E402
 
+
 def load_settings(params_path: Path) -> dict[str, Any]:
     """The ``prefect:`` section of the params file (typed: :class:`mal.config.prefect.PrefectParams`); the whole
     file is validated, so a bad key anywhere stops the flow before any stage runs."""

@@ -56,7 +56,7 @@ def test_out_of_range_and_choices(tmp_path: Path) -> None:
 
 def test_a_labelers_own_train_overrides_are_checked(tmp_path: Path) -> None:
     msg = _bad(tmp_path, "labeler:\n  models:\n    v:\n      train: {epochs: 2, lr_per_sampel: 1.0}\n")
-    assert "labeler: models.v.train.lr_per_sampel: Extra inputs are not permitted" in msg
+    assert "labeler.models.v.train.lr_per_sampel: unknown key (known: " in msg and "lr_per_sample" in msg
     (tmp_path / "ok.yaml").write_text("labeler:\n  train: {epochs: 9}\n  models:\n    v:\n      train: {epochs: 2}\n")
     params = load_params(tmp_path / "ok.yaml")
     assert params.labeler.train_for("v").epochs == 2 and params.labeler.train.epochs == 9
@@ -87,3 +87,11 @@ def test_stage_and_check_script_print_one_line_before_any_work(tmp_path: Path) -
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "pseudo_label.batch_size: expected a valid integer" in lines[0], proc.stderr
         assert not (tmp_path / "prep").exists()
+
+
+def test_docs_config_md_is_what_the_models_say() -> None:
+    """docs/config.md is rendered from the models: a new key, default or description not rendered fails here."""
+    from mal.config.docs import DOC, render
+
+    assert DOC.read_text() == render(), "docs/config.md is out of date: python -m mal.config.docs"
+    assert "| `pseudo_label.batch_size` |" in DOC.read_text() and "| `run.train_labeler.num_gpus` |" in DOC.read_text()

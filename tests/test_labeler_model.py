@@ -61,7 +61,7 @@ def test_hierarchical_encoders_give_nchw_grids(name):
 
 def test_cfg_validation():
     assert resolve_cfg({"crop_size": 96})["mask_size"] == 24
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="labeler model cfg: crop: unknown key"):
         resolve_cfg({"crop": 64})
     with pytest.raises(ValueError, match="pretrained"):
         build_labeler({**TINY, "pretrained": 3})
@@ -78,7 +78,7 @@ def test_encoder_args_reach_timm_and_survive_the_checkpoint(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x), m(x))
     assert resolve_cfg(TINY)["encoder_args"] == {}  # old checkpoints (no key) keep patch 16
-    with pytest.raises(ValueError, match="encoder_args must be a mapping"):
+    with pytest.raises(ValueError, match="encoder_args: expected a valid dictionary"):
         resolve_cfg({**TINY, "encoder_args": [8]})
 
 

@@ -12,8 +12,8 @@ import yaml
 
 from mal.common.masks import box_rle, encode_mask
 from mal.common.miou import summarize
-from mal.pseudo.confidence import ranking_metrics
 from mal.config.quality import MaskQualityParams as MQ
+from mal.pseudo.confidence import ranking_metrics
 from mal.pseudo.quality import baseline_subset, evaluate_masks, grabcut_mask, grabcut_rles
 from tests.conftest import load_stage
 

@@ -12,9 +12,9 @@ import torch
 
 from mal.common.masks import empty_rle, encode_mask, rle_iou
 from mal.common.miou import iou_record, summarize
+from mal.config.quality import MaskQualityParams as MQ
 from mal.labeler.data import BoxCropDataset, box_records
 from mal.labeler.evaluate import evaluate_labeler
-from mal.config.quality import MaskQualityParams as MQ
 from mal.pseudo.quality import evaluate_masks
 
 

@@ -30,7 +30,7 @@ def stages() -> dict[str, dict]:
 
 def _path_args(cmd: str) -> list[tuple[str, str]]:
     words = shlex.split(cmd)
-    return [(flag, value) for flag, value in zip(words, words[1:])
+    return [(flag, value) for flag, value in zip(words, words[1:], strict=False)
             if flag.startswith("--") and "/" in value and flag != "--params"]
 
 

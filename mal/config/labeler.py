@@ -96,8 +96,10 @@ class LabelerParams(Section):
         for name in self.models:
             try:
                 self.train_for(name)
-            except ValidationError as e:  # re-raised by the loader with the dotted key models.<name>.train.<key>
+            except ValidationError as e:  # "@<key path>: ..." -> the loader's line names labeler.models.<name>...
                 err = e.errors()[0]
                 key = ".".join(str(p) for p in err["loc"])
-                raise ValueError(f"models.{name}.train.{key}: {err['msg']}, got {err.get('input')!r}") from None
+                what = (f"unknown key (known: {', '.join(sorted(LabelerTrainParams.model_fields))})"
+                        if err["type"] == "extra_forbidden" else f"{err['msg']}, got {err.get('input')!r}")
+                raise ValueError(f"@models.{name}.train.{key}: {what}") from None
         return self

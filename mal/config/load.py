@@ -96,13 +96,19 @@ def format_errors(error: ValidationError, model: type[BaseModel], where: str) ->
             key = ".".join([*parent, str(err["loc"][-1])])
             lines.setdefault(key, []).append(f"unknown key (known: {', '.join(known)})")
             continue
+        msg = _message(err)
+        if msg.startswith("@"):  # a model validator naming a key below its model: "@a.b: message"
+            sub, _, msg = msg[1:].partition(": ")
+            lines.setdefault(".".join([*keys, sub]), []).append(_message({"msg": msg}))
+            continue
         key = ".".join(keys) or "<top level>"
-        lines.setdefault(key, []).append(_message(err))
+        lines.setdefault(key, []).append(msg)
         inputs.setdefault(key, err.get("input"))
     out = []
     for key, msgs in lines.items():
         got = f", got {inputs[key]!r}" if key in inputs and "got" not in msgs[0] else ""
-        out.append(f"{where}: {key}: {' or '.join(dict.fromkeys(msgs))}{got}")
+        alternatives = [m.removeprefix("expected ") if i else m for i, m in enumerate(dict.fromkeys(msgs))]
+        out.append(f"{where}: {key}: {' or '.join(alternatives)}{got}")
     return "\n".join(out)
 
 

@@ -1,7 +1,8 @@
 """Build the chosen dataset, validate what was written, write its metrics (the ``prepare`` stage's work).
 
-Outputs in the prepared folder (the stage's ``--out``): ``train_boxes.json`` (masks removed), ``train_gt.json`` (masks kept; only for
-the GT-mask baseline and for measuring pseudo-mask quality), ``val_gt.json``; images/ for built-in sets.
+Outputs in the prepared folder (the stage's ``--out``): ``train_boxes.json`` (masks removed), ``train_gt.json``
+(masks kept; only for the GT-mask baseline and for measuring pseudo-mask quality), ``val_gt.json``; images/ for
+built-in sets.
 """
 
 from __future__ import annotations

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from mal.common.images import image_path, read_image
 from mal.config.labeler import AugParams
 from mal.config.load import validate
-from mal.common.images import image_path, read_image
 from mal.labeler.crops import box_mask_in_crop, crop_and_resize, expand_box_fixed, expand_box_random
 from mal.labeler.model import IMAGENET_MEAN, IMAGENET_STD
+
 
 def box_records(
     coco: dict[str, Any], json_path: str | Path, keep: Any = None, image_root: str | Path | None = None

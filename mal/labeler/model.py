@@ -75,7 +75,7 @@ class MaskLabeler(nn.Module):
 
 
 def build_labeler(cfg: dict[str, Any]) -> MaskLabeler:
-    """Build a labeler from ``params['labeler']['models'][<name>]`` (keys: :class:`~mal.config.labeler.LabelerModelParams`)."""
+    """Build a labeler from a model cfg (``labeler.models.<name>``: :class:`~mal.config.labeler.LabelerModelParams`)."""
     return MaskLabeler(cfg)
 
 

@@ -201,31 +201,43 @@ def train_labeler(
         record = _train_epoch(run, model, loader, state_path, progress, stop_after_step)
         if record is None:
             return {}
-        last = run.epoch + 1 == cfg["epochs"]
-        if run.val_ds is not None and ((run.epoch + 1) % int(cfg["val_every"]) == 0 or last):
-            # every process scores its share of the val boxes (no rank idles at a barrier for minutes)
-            record.update(evaluate_labeler(run.student, run.val_ds, cfg["val_threshold"],
-                                           max(run.per_rank, 16), run.device, amp=run.use_amp,
-                                           distributed=run.world > 1))
-            run.student.train()
-        run.history.append(record)
-        run.epoch, run.epoch_step = run.epoch + 1, 0
-        if run.rank == 0:
-            log.info("epoch %s", json.dumps(record))
-            if live is not None:
-                _log_live(live, record)
-            save_state(run, state_path)
-        barrier()
+        last = _end_epoch(run, record, live, state_path)
         if stop_after_epoch is not None and run.epoch >= stop_after_epoch and not last:
             return {}
     if live is not None:
         live.end()
     if run.rank != 0:
         return {}
+    return _save_final(run, model_cfg, out_checkpoint, t_start)
+
+
+def _end_epoch(run: Run, record: dict[str, Any], live: Any, state_path: Path) -> bool:
+    """Validate (when due), log and save the run state after an epoch; returns whether it was the last."""
+    cfg = run.cfg
+    last = run.epoch + 1 == cfg["epochs"]
+    if run.val_ds is not None and ((run.epoch + 1) % int(cfg["val_every"]) == 0 or last):
+        # every process scores its share of the val boxes (no rank idles at a barrier for minutes)
+        record.update(evaluate_labeler(run.student, run.val_ds, cfg["val_threshold"],
+                                       max(run.per_rank, 16), run.device, amp=run.use_amp,
+                                       distributed=run.world > 1))
+        run.student.train()
+    run.history.append(record)
+    run.epoch, run.epoch_step = run.epoch + 1, 0
+    if run.rank == 0:
+        log.info("epoch %s", json.dumps(record))
+        if live is not None:
+            _log_live(live, record)
+        save_state(run, state_path)
+    barrier()
+    return last
+
+
+def _save_final(run: Run, model_cfg: dict[str, Any], out_checkpoint: str | Path, t_start: float) -> dict[str, Any]:
+    """Rank 0: write the checkpoint; the metrics, with the wall-clock numbers apart under ``"timings"``."""
     metrics = _final_metrics(run)
     save_checkpoint(out_checkpoint, run.student, run.teacher, model_cfg, {
-        "epoch": int(cfg["epochs"]), "step": run.step, "run_id": run.run_id, "metrics": metrics,
-        "mask_threshold": float(cfg["mask_threshold"]),
+        "epoch": int(run.cfg["epochs"]), "step": run.step, "run_id": run.run_id, "metrics": metrics,
+        "mask_threshold": float(run.cfg["mask_threshold"]),
     })
     # Timings are returned apart: the checkpoint and the metrics must be identical on an identical re-run.
     timings = {"seconds_per_step": (run.history[-1] if run.history else {}).get("seconds_per_step"),

@@ -24,6 +24,7 @@ the subsample or on the number of workers.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,64 @@ def draw_overlay(image: np.ndarray, gt_masks: list[np.ndarray], pred_masks: list
     return out
 
 
+@dataclass
+class _Tally:
+    """Per-method IoU records and the counts :func:`evaluate_masks` reports."""
+
+    records: dict[str, list[dict[str, Any]]]
+    scored: list[tuple[float, float]] = field(default_factory=list)  # (score, IoU) of masks that carry a score
+    not_evaluated: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    grabcut_fallbacks: int = 0
+
+
+def _score_image(tally: _Tally, anns: list[dict], h: int, w: int, pred_anns: dict[int, dict],
+                 grabcut: dict[int, dict | None], names: tuple[str, str], keep_masks: bool
+                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Score one image's GT annotations (labeler and baselines); returns (GT, pred) masks for its overlay."""
+    gt_name, pred_name = names
+    ov_gt, ov_pred = [], []
+    for a in anns:
+        if a.get("iscrowd", 0):
+            tally.not_evaluated["crowd"] += 1
+            continue
+        if not a.get("segmentation"):
+            tally.not_evaluated["no_gt_segmentation"] += 1
+            continue
+        g = segmentation_to_rle(a["segmentation"], h, w, f"{gt_name}: annotation id={a['id']} field 'segmentation'")
+        p_ann = pred_anns[int(a["id"])]
+        p = segmentation_to_rle(p_ann.get("segmentation"), h, w,
+                                f"{pred_name}: annotation id={a['id']} field 'segmentation'")
+        tally.records["labeler"].append(iou_record(p, g, a))
+        if p_ann.get("score") is not None:
+            tally.scored.append((float(p_ann["score"]), tally.records["labeler"][-1]["iou"]))
+        if "box" in tally.records:
+            tally.records["box"].append(iou_record(box_rle(a["bbox"], h, w), g, a))
+        if int(a["id"]) in grabcut:
+            gc_rle = grabcut[int(a["id"])]
+            if gc_rle is None:
+                tally.grabcut_fallbacks += 1
+                gc_rle = box_rle(a["bbox"], h, w)
+            tally.records["grabcut"].append(iou_record(gc_rle, g, a))
+        if keep_masks:
+            ov_gt.append(decode_segmentation(g, h, w))
+            ov_pred.append(decode_segmentation(p, h, w))
+    return ov_gt, ov_pred
+
+
+def _summary(tally: _Tally, cat_names: dict[int, str], options: MaskQualityParams) -> dict[str, Any]:
+    result = summarize(tally.records["labeler"], cat_names)
+    if tally.scored:
+        result["confidence"] = ranking_metrics([s for s, _ in tally.scored], [i for _, i in tally.scored])
+    result["baselines"] = {b: summarize(tally.records[b], cat_names) for b in options.baselines}
+    if "grabcut" in options.baselines:
+        gc = result["baselines"]["grabcut"]
+        gc["fallbacks_to_box"], gc["iterations"] = tally.grabcut_fallbacks, options.grabcut_iterations
+        if 0 < options.baseline_max_boxes < len(tally.records["labeler"]):  # subsampled: num_instances of how many
+            gc["subsample_of"] = len(tally.records["labeler"])
+    result["not_evaluated"] = dict(tally.not_evaluated)
+    return result
+
+
 def evaluate_masks(
     pred: dict[str, Any],
     gt: dict[str, Any],
@@ -192,19 +251,14 @@ def evaluate_masks(
     gt_images, gt_anns = _index(gt, gt_name)
     _, pred_anns = _index(pred, pred_name)
     cat_names = {int(c["id"]): str(c["name"]) for c in gt.get("categories", [])}
-    need_image = "grabcut" in baselines or num_overlays > 0
-    if need_image and image_root is None:
+    if ("grabcut" in baselines or num_overlays > 0) and image_root is None:
         raise ValueError("evaluate_masks: image_root is required for the grabcut baseline and overlays")
-
     by_image: dict[int, list[dict]] = defaultdict(list)
     for a in gt_anns.values():
         by_image[int(a["image_id"])].append(a)
     missing = [aid for aid in gt_anns if aid not in pred_anns]
     if missing:
-        raise ValueError(
-            f"{pred_name}: {len(missing)} GT annotations have no pseudo-label (ids {missing[:5]}...)"
-        )
-
+        raise ValueError(f"{pred_name}: {len(missing)} GT annotations have no pseudo-label (ids {missing[:5]}...)")
     grabcut: dict[int, dict | None] = {}
     if "grabcut" in baselines:
         chosen = baseline_subset(gt_anns, options.baseline_max_boxes, options.baseline_seed)
@@ -213,10 +267,7 @@ def evaluate_masks(
             raise ValueError(f"{gt_name}: annotation(s) refer to unknown image_id {unknown[0]}")
         grabcut = grabcut_rles(gt_images, [gt_anns[i] for i in sorted(chosen)], image_root,
                                options.grabcut_iterations, num_workers, show_progress, gt_name)
-    records: dict[str, list[dict[str, Any]]] = {"labeler": [], **{b: [] for b in baselines}}
-    scored: list[tuple[float, float]] = []  # (score, IoU) of the evaluated masks that carry a score
-    not_evaluated: dict[str, int] = defaultdict(int)
-    grabcut_fallbacks = 0
+    tally = _Tally(records={"labeler": [], **{b: [] for b in baselines}})
     overlays_written = []
     image_ids = sorted(by_image)
     overlay_ids = set(image_ids[:: max(len(image_ids) // max(num_overlays, 1), 1)][:num_overlays])
@@ -224,54 +275,15 @@ def evaluate_masks(
         if image_id not in gt_images:
             raise ValueError(f"{gt_name}: annotation(s) refer to unknown image_id {image_id}")
         im = gt_images[image_id]
-        h, w = int(im["height"]), int(im["width"])
-        image = None
-        if image_id in overlay_ids and overlay_dir is not None:
-            image = _read_gt_image(im, image_root, gt_name)
-        ov_gt, ov_pred = [], []
-        for a in by_image[image_id]:
-            where = f"{gt_name}: annotation id={a['id']}"
-            if a.get("iscrowd", 0):
-                not_evaluated["crowd"] += 1
-                continue
-            if not a.get("segmentation"):
-                not_evaluated["no_gt_segmentation"] += 1
-                continue
-            g = segmentation_to_rle(a["segmentation"], h, w, where + " field 'segmentation'")
-            p_ann = pred_anns[int(a["id"])]
-            p = segmentation_to_rle(
-                p_ann.get("segmentation"), h, w, f"{pred_name}: annotation id={a['id']} field 'segmentation'"
-            )
-            records["labeler"].append(iou_record(p, g, a))
-            if p_ann.get("score") is not None:
-                scored.append((float(p_ann["score"]), records["labeler"][-1]["iou"]))
-            if "box" in baselines:
-                records["box"].append(iou_record(box_rle(a["bbox"], h, w), g, a))
-            if int(a["id"]) in grabcut:
-                gc_rle = grabcut[int(a["id"])]
-                if gc_rle is None:
-                    grabcut_fallbacks += 1
-                    gc_rle = box_rle(a["bbox"], h, w)
-                records["grabcut"].append(iou_record(gc_rle, g, a))
-            if image_id in overlay_ids:
-                ov_gt.append(decode_segmentation(g, h, w))
-                ov_pred.append(decode_segmentation(p, h, w))
-        if image_id in overlay_ids and overlay_dir is not None and image is not None:
-            stem = Path(str(im["file_name"])).stem
-            out = Path(overlay_dir) / f"{image_id}_{stem}.png"
+        draw = image_id in overlay_ids and overlay_dir is not None
+        image = _read_gt_image(im, image_root, gt_name) if draw else None
+        ov_gt, ov_pred = _score_image(tally, by_image[image_id], int(im["height"]), int(im["width"]), pred_anns,
+                                      grabcut, (gt_name, pred_name), image_id in overlay_ids)
+        if draw:
+            out = Path(overlay_dir) / f"{image_id}_{Path(str(im['file_name'])).stem}.png"
             save_png_atomic(out, draw_overlay(image, ov_gt, ov_pred))
             overlays_written.append(str(out))
-
-    result = summarize(records["labeler"], cat_names)
-    if scored:
-        result["confidence"] = ranking_metrics([s for s, _ in scored], [i for _, i in scored])
-    result["baselines"] = {b: summarize(records[b], cat_names) for b in baselines}
-    if "grabcut" in baselines:
-        result["baselines"]["grabcut"]["fallbacks_to_box"] = grabcut_fallbacks
-        result["baselines"]["grabcut"]["iterations"] = options.grabcut_iterations
-        if 0 < options.baseline_max_boxes < len(records["labeler"]):  # subsampled: num_instances of how many
-            result["baselines"]["grabcut"]["subsample_of"] = len(records["labeler"])
-    result["not_evaluated"] = dict(not_evaluated)
+    result = _summary(tally, cat_names, options)
     result["num_gt_annotations"] = len(gt_anns)
     result["overlays"] = overlays_written
     return result

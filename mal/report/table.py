@@ -1,13 +1,17 @@
 """The paper table: labelers x detectors x seeds, with the GT-mask baseline per detector, intervals and verdicts.
 
-Reads what ``evaluate`` wrote for every (masks, detector, seed) -- the flat metrics
-(``<evaluate.metrics_dir>/<cell>.json``) and the val predictions (``<evaluate.predictions_dir>/<cell>.json``) --
-plus ``mask_quality``'s and ``prepare``'s metrics. Per cell: mean +- sd over seeds; a 95 % bootstrap interval
+Reads what ``evaluate`` wrote for every (masks, detector, seed) cell ``<masks>__<detector>__s<seed>`` -- the
+flat metrics (``<detector_metrics>/<cell>.json``) and the val predictions (``<predictions>/<cell>.json``) --
+plus ``mask_quality``'s (``<mask_quality>/<labeler>.json``) and ``prepare``'s metrics; every path is an
+argument (:class:`TableInputs`, from dvc.yaml). Per cell: mean +- sd over seeds; a 95 % bootstrap interval
 (:mod:`mal.report.bootstrap`, pycocotools re-accumulating its own per-image matches) for the seed-mean mask
 AP, for retention (pseudo / GT mask AP of the same detector: paired, the same resample for both) and for the
 mask-AP difference of every pair of labelers on the same detector, with a plain verdict. Every draw resamples
 the val images and, with ``table.bootstrap.resample_seeds``, the seeds, shared by all cells. The title is
 written from the data the table was computed on.
+
+The result is rows (:class:`Table`, written once as ``paper_table.json`` / ``.csv``); every rendering of it
+(Markdown, the review page, README) is :mod:`mal.report.render`'s, from those rows.
 """
 
 from __future__ import annotations
@@ -16,15 +20,15 @@ import csv
 import io
 import itertools
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mal.common.files import atomic_path, write_json_atomic, write_text_atomic
-from mal.common.params import check_keys, check_table_seeds
-from mal.common.paths import detector_metrics, detector_predictions, templated
+from mal.common.paths import detector_cell
+from mal.config.table import TableParams
 from mal.detection.coco_eval import load_gt
 from mal.report.bootstrap import ImageEval, draw_resamples, interval, seed_mean_draws
 
