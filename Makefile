@@ -6,7 +6,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MPLBACKEND := Agg
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: install repro test lint bench clean-venv
+.PHONY: install repro test lint bench readme clean-venv
 
 # Idempotent: re-runs pip only when requirements.txt or the installer changed.
 .venv/.installed: requirements.txt requirements-nodeps.txt scripts/install.sh scripts/install_detectron2.sh
@@ -36,6 +36,10 @@ bench: install
 	for L in vit_tiny vit_small_dinov2 efficientnet_lite0; do $(PY) benchmarks/bench_pseudo_label.py --labeler $$L --max-boxes 445 || exit 1; done
 	$(PY) benchmarks/bench_ddp.py
 	$(PY) benchmarks/bench_shards.py
+
+# README's results block from reports/ and metrics/ (after `make repro`); `--check` is what the tests run.
+readme: install
+	$(PY) scripts/render_readme.py
 
 clean-venv:
 	rm -rf .venv

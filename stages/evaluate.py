@@ -1,16 +1,15 @@
-"""DVC stage `evaluate`: COCO (pycocotools) or LVIS (lvis API) box + mask AP of a trained detector on the val GT.
+"""DVC stage `evaluate`: box + mask AP of a trained detector on the val GT, with detectron2's evaluators.
 
-    python stages/evaluate.py --detector mask_rcnn_MNv2_demo --masks gt --seed 0
+    python stages/evaluate.py --model models/detector/gt__mask_rcnn_MNv2_demo__s0 --val-gt data/prepared/val_gt.json \
+        --predictions data/predictions/gt__mask_rcnn_MNv2_demo__s0.json \
+        --metrics metrics/detector/gt__mask_rcnn_MNv2_demo__s0.json --work-dir .work/evaluate/gt__mask_rcnn_MNv2_demo__s0
 
-Reads `<detector.out_dir>/<cell>/` (model_final.pth, config.yaml, train_info.json; `<cell>` =
-`<masks>__<detector>__s<seed>`) and writes `<evaluate.predictions_dir>/<cell>.json` (the val predictions, COCO
-results format: the paper_table stage re-scores them on bootstrap resamples) and
-`<evaluate.metrics_dir>/<cell>.json`: flat numbers in percent — mask_AP, mask_AP50, mask_AP75,
-mask_APs/m/l, mask_AR*, the same with box_, num_predictions. A statistic COCO cannot compute (no objects of that
-size) is null. An LVIS val set (`evaluate.evaluator: auto` detects it; `coco` | `lvis` force one) is scored
-federated and adds mask_/box_APr, APc, APf (mal/detection/lvis_eval.py). Wall-clock time goes to
-`<timings_dir>/evaluate/<cell>.json` (git-ignored).
-Retention (pseudo / gt mask_AP of the same detector) is computed by the paper_table stage.
+Reads --model (model_final.pth, config.yaml); runs it on every val image (`inference_on_dataset`) and scores it with
+detectron2's COCOEvaluator (official pycocotools) or, for an LVIS val set (`evaluate.evaluator: auto` detects it;
+`coco` | `lvis` force one), its LVISEvaluator. Writes --predictions (COCO results: the paper_table stage re-scores
+them on bootstrap resamples) and --metrics: flat numbers in percent — mask_AP, mask_AP50, mask_AP75, mask_APs/m/l,
+mask_AR*, the same with box_, num_predictions; null where COCO cannot compute one; LVIS adds APr/APc/APf. The val
+file_names are relative to --val-gt's folder (built-in sets) or `data.coco.val_images`. Timings: --work-dir.
 """
 
 from __future__ import annotations
@@ -20,48 +19,40 @@ import mal.common.runtime  # noqa: F401  (first: OpenMP's wait policy must be se
 # isort: split
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from mal.common.devices import log_device, resolve_num_gpus
+from mal.common.devices import log_device, resolve_device
 from mal.common.files import write_json_atomic
-from mal.common.params import load_params
-from mal.common.paths import detector_cell, detector_metrics, detector_predictions, image_roots, timings_path
-from mal.detection.lvis_eval import evaluate_val
-from mal.detection.params import check_evaluate_params
+from mal.config import load_params, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--detector", required=True)
-    ap.add_argument("--masks", required=True, help="'gt' or a labeler name")
-    ap.add_argument("--seed", type=int, default=None, help="detector seed (DVC: each of table.seeds); default: params seed")
+    ap.add_argument("--model", type=Path, required=True, help="trained detector folder (train_detector's --out)")
+    ap.add_argument("--val-gt", type=Path, required=True, help="val COCO JSON with masks")
+    ap.add_argument("--predictions", type=Path, required=True, help="val predictions JSON (written)")
+    ap.add_argument("--metrics", type=Path, required=True, help="flat metrics JSON (written)")
+    ap.add_argument("--work-dir", type=Path, required=True, help="timings")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    from mal.detection import detector as det  # imports detectron2
-
     params = load_params(args.params)
-    dparams, eparams = params["detector"], params["evaluate"]
-    check_evaluate_params(eparams)
-    seed = int(params.get("seed", 0)) if args.seed is None else args.seed
-    cell = detector_cell(args.masks, args.detector, seed)
-    model_dir = Path(dparams["out_dir"]) / cell
-    cfg = det.load_cfg(model_dir / "config.yaml")
-    device = "cuda" if resolve_num_gpus(dparams.get("num_gpus", "auto"), "detector.num_gpus") else "cpu"
-    log_device(f"evaluate {cell}", device)
-    t0 = time.perf_counter()
-    preds = det.predict(cfg, model_dir / "model_final.pth", eparams["val_json"],
-                        image_roots(params["data"])["val"], num_threads=int(eparams.get("num_threads", 0)), device=device)
-    evaluator, metrics = evaluate_val(eparams["val_json"], preds, evaluator=str(eparams.get("evaluator", "auto")),
-                                      max_dets=int(eparams.get("max_dets", 100)))
-    write_json_atomic(detector_predictions(params, args.masks, args.detector, seed), preds)
-    out = detector_metrics(params, args.masks, args.detector, seed)
-    write_json_atomic(out, metrics, indent=2)
-    timings = {"eval_time_s": round(time.perf_counter() - t0, 1)}
-    write_json_atomic(timings_path(params, "evaluate", cell), timings, indent=2)
-    print(f"evaluate: {cell} ({evaluator}): mask_AP {metrics['mask_AP']} box_AP {metrics['box_AP']} -> {out}")
+    from mal.detection.detector import load_cfg  # imports detectron2
+    from mal.detection.evaluation import evaluate_detector
+
+    device = resolve_device(params.run.evaluate.device, "run.evaluate.device")
+    log_device(f"evaluate {args.model.name}", device)
+    result, timings = evaluate_detector(
+        load_cfg(args.model / "config.yaml"), args.model / "model_final.pth", args.val_gt,
+        params.data.image_root("val", args.val_gt.parent), params.evaluate, device=str(device),
+        num_threads=params.run.evaluate.num_threads)
+    write_json_atomic(args.predictions, result.predictions)
+    write_json_atomic(args.metrics, result.metrics, indent=2)
+    write_json_atomic(args.work_dir / "timings.json", timings, indent=2)
+    m = result.metrics
+    print(f"evaluate: {args.model.name} ({result.evaluator}): mask_AP {m['mask_AP']} box_AP {m['box_AP']} "
+          f"-> {args.metrics}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -11,7 +11,8 @@ import yaml
 from PIL import Image
 
 from mal.common.masks import box_rle, encode_mask
-from mal.report.table import Table, to_markdown
+from mal.report.render import markdown
+from mal.report.table import Table
 
 CATEGORY = "<b>cell</b>"  # markup in a name: the page must show it as text
 # (annotation id, image id, score, source/reason): 6 boxes, one without a score, one box fallback
@@ -64,22 +65,51 @@ def scores_in_order(num: int) -> list[float | None]:
     return ([*scored] + [None] * sum(s is None for _, _, s, _ in ANNS))[:num]
 
 
+RUN_DVC_YAML = """stages:
+  train_labeler:
+    matrix:
+      labeler: ${table.labelers}
+    cmd: python stages/train_labeler.py --labeler ${item.labeler}
+    plots:
+      - metrics/tl/${item.labeler}_plots/plots/metrics: {cache: false}
+  pseudo_label:
+    matrix:
+      labeler: ${table.labelers}
+    cmd: python stages/pseudo_label.py --labeler ${item.labeler}
+    outs: [data/prepared/pseudo.json]
+    metrics:
+      - metrics/pl/${item.labeler}.json: {cache: false}
+  mask_quality:
+    matrix:
+      labeler: ${table.labelers}
+    cmd: python stages/mask_quality.py --pseudo data/prepared/pseudo.json --gt data/prepared/gt.json
+    metrics:
+      - metrics/mq/${item.labeler}.json: {cache: false}
+  evaluate_gt:
+    matrix:
+      detector: ${table.detectors}
+      seed: ${table.seeds}
+    cmd: python stages/evaluate.py
+    metrics:
+      - metrics/detector/gt__${item.detector}__s${item.seed}.json: {cache: false}
+  paper_table:
+    cmd: python stages/paper_table.py --out-dir reports
+    outs:
+      - reports/paper_table.md: {cache: false}
+      - reports/paper_table.json: {cache: false}
+"""
+
+
 def write_run(root: Path, title: str = "tiny run") -> Path:
-    """A fake finished run: params.yaml and every file the repro page reads; returns the params path."""
+    """A fake finished run: params.yaml, dvc.yaml (the path layout the repro page reads) and every file it
+    names; returns the params path."""
     lab, det = "lab", "det"
     write_labelled(root / "data" / "prepared")
     (root / "data" / "prepared" / "labelled.json").rename(root / "data" / "prepared" / "pseudo.json")
-    params = {
-        "data": {"dataset": "shapes", "out_dir": "data/prepared"},
-        "table": {"labelers": [lab], "detectors": [det], "seeds": [0], "metrics_dir": "metrics", "out_dir": "reports"},
-        "labeler": {"paths": {"checkpoint": "models/{labeler}.pt", "metrics": "metrics/tl/{labeler}.json",
-                              "plots_dir": "metrics/tl/{labeler}_plots", "state": ".work/{labeler}.pt"}},
-        "pseudo_label": {"metrics": "metrics/pl/{labeler}.json", "out_json": "data/prepared/pseudo.json"},
-        "mask_quality": {"pseudo_json": "data/prepared/pseudo.json", "gt_json": "data/prepared/gt.json",
-                         "metrics": "metrics/mq/{labeler}.json"},
-        "evaluate": {"metrics_dir": "metrics/detector"},
-    }
+    params = {"data": {"dataset": "shapes"}, "table": {"labelers": [lab], "detectors": [det], "seeds": [0]},
+              "labeler": {"models": {lab: {}}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "dvc.yaml").write_text(RUN_DVC_YAML)
     tsv_dir = root / "metrics" / "tl" / f"{lab}_plots" / "plots" / "metrics"
     tsv_dir.mkdir(parents=True)
     for name, values in (("val_miou", [0.5, 0.7, 0.8]), ("train_loss", [1.0, 0.6, 0.4])):
@@ -100,7 +130,7 @@ def write_run(root: Path, title: str = "tiny run") -> Path:
     meta = {"title": title, "level": 0.95, "resamples": 100, "resample_seeds": True, "seeds": [0, 1],
             "val_images": 3, "val_instances": 6, "detectable_diff_AP": None, "detectable_diff_AP_max": None}
     (root / "reports").mkdir()
-    (root / "reports" / "paper_table.md").write_text(to_markdown(Table(rows, [], meta)))
+    (root / "reports" / "paper_table.md").write_text(markdown(Table(rows, [], meta)))
     _write_json(root / "reports" / "paper_table.json", {"meta": meta, "rows": rows, "comparisons": []})
     return root / "params.yaml"
 

@@ -1,4 +1,4 @@
-"""mal.detection.coco_eval: pycocotools evaluation helpers (no detectron2)."""
+"""COCO scoring through detectron2's COCOEvaluator (mal.detection.evaluation) and the pycocotools helpers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from mal.common.masks import encode_mask
-from mal.detection.coco_eval import STAT_NAMES, evaluate_predictions, gt_as_predictions, load_gt
+from mal.detection.coco_eval import STAT_NAMES, gt_as_predictions, load_gt
+
+pytest.importorskip("detectron2")
+from mal.detection.evaluation import evaluate_predictions  # noqa: E402
 
 
 def _val(shapes_dir: Path) -> Path:
@@ -78,18 +81,20 @@ def test_headline_ap_honours_max_dets(shapes_dir: Path, max_dets: int) -> None:
             assert res[f"{task}_{name}"] == at_100[f"{task}_{name}"], (task, name)
 
 
-def test_summary_stats_match_pycocotools_at_its_default(shapes_dir: Path) -> None:
+def test_metrics_are_pycocotools_own_stats(shapes_dir: Path) -> None:
+    """At COCO's default budget the 12 numbers are COCOeval.summarize's own, in percent."""
     import contextlib
     import io
 
     from pycocotools.cocoeval import COCOeval
 
-    from mal.detection.coco_eval import summary_stats
-
     gt = load_gt(_val(shapes_dir))
+    half = gt_as_predictions(gt)[::2]
     with contextlib.redirect_stdout(io.StringIO()):
-        ev = COCOeval(gt, gt.loadRes(gt_as_predictions(gt)[::2]), "bbox")
+        ev = COCOeval(gt, gt.loadRes([{k: v for k, v in p.items() if k != "segmentation"} for p in half]), "bbox")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    np.testing.assert_allclose(summary_stats(ev), ev.stats)
+    res = evaluate_predictions(gt.dataset, half, tasks=("box",))
+    expected = [None if v < 0 else round(float(v) * 100, 4) for v in ev.stats]
+    assert [res[f"box_{n}"] for n in STAT_NAMES] == expected

@@ -1,4 +1,5 @@
-"""mal.detection.detector + stages/train_detector.py + stages/evaluate.py on a tiny synthetic set (CPU, few iters)."""
+"""mal.detection (configs, training, evaluation) + stages/train_detector.py + stages/evaluate.py on a tiny
+synthetic set (CPU, few iterations)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,36 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import yaml
 
 pytest.importorskip("detectron2")
+from pydantic import ValidationError  # noqa: E402
+
+from mal.config.detector import DetectorParams, EvaluateParams  # noqa: E402
 from mal.detection import detector as det  # noqa: E402
-from mal.detection.coco_eval import evaluate_predictions  # noqa: E402
+from mal.detection import train as dtrain  # noqa: E402
+from mal.detection.evaluation import evaluate_detector, evaluate_predictions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LEARN_ITERS, LEARN_BOX_AP_FLOOR = 60, 10.0  # measured box AP after 60 iterations: 18.5 ImageNet init, 1.5 random
 
 
-def tiny_params(max_iter: int = 3) -> dict:
+def detector_yaml() -> dict[str, Any]:
+    return copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text())["detector"])
+
+
+def tiny_params(max_iter: int = 3, **solver: Any) -> DetectorParams:
     """params.yaml's `detector:` section shrunk to a seconds-long run on 96 px images."""
-    p = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text())["detector"])
-    p["train"].update(max_iter=max_iter, ims_per_batch=2, warmup_iters=1, checkpoint_period=2)
+    p = detector_yaml()
+    p["opts"]["SOLVER"].update(MAX_ITER=max_iter, IMS_PER_BATCH=2, WARMUP_ITERS=1, CHECKPOINT_PERIOD=2, **solver)
     p["demo_arch"].update(input_size=96, anchor_min=8, rois_per_image=16)
-    p["num_threads"] = 1
     p["models"] = {name: {} for name in p["models"]}  # the R18 detectors' own 250-iteration schedule: not here
     p["pretrained"]["MNv2"] = "none"  # random init: the smoke tests need no weights file (the learning test has one)
-    return p
+    return DetectorParams.model_validate(p)
 
 
 @pytest.fixture(scope="module")
@@ -46,41 +55,73 @@ def _losses(work: Path) -> list[float]:
             if "total_loss" in line]
 
 
+class _Killed(RuntimeError):
+    pass
+
+
+class _KillAfter(dtrain.HookBase):
+    """Stops training after iteration ``it`` (a run that dies), once its checkpoint is written."""
+
+    def __init__(self, it: int) -> None:
+        self.it = it
+
+    def after_step(self) -> None:
+        if self.trainer.iter == self.it:
+            raise _Killed(f"killed after iteration {self.it}")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mask_rcnn_R18_demo", "cascade_R18_demo", "mask_rcnn_MNv2_demo",
                                   "cascade_MNv2_demo"])
 def test_train_predict_evaluate(name: str, shapes_dir: Path, tmp_path: Path) -> None:
     train_json, val_json = shapes_dir / "train_gt.json", shapes_dir / "val_gt.json"
-    work = tmp_path / "work"
-    cfg = det.build_cfg(name, train_json, work, tiny_params(), image_root=shapes_dir)
-    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 5
-    info, timings = det.train(cfg, train_json, shapes_dir, work, num_threads=1)
-    assert info["iterations"] == 3 and timings["resumed_from_iter"] == 0
+    work, live = tmp_path / "work", tmp_path / "live"
+    trained, timings = dtrain.train_detector(name, tiny_params(), train_json, shapes_dir, work, live, num_threads=1)
+    assert trained.cfg.MODEL.ROI_HEADS.NUM_CLASSES == 5 and trained.cfg.MODEL.WEIGHTS == ""
+    assert trained.info["iterations"] == 3 and timings["resumed_from_iter"] == 0
     losses = _losses(work)
     assert losses and all(math.isfinite(v) for v in losses)
-    det.export_final(work, tmp_path / "out" / "model_final.pth")
-    saved = det.load_cfg(work / "config.yaml")
-    preds = det.predict(saved, tmp_path / "out" / "model_final.pth", val_json, shapes_dir, num_threads=1)
+    assert not list(work.glob("model_*.pth")) and (work / "log.txt").is_file()  # checkpoints dropped, logs kept
+    trained.write(tmp_path / "out")
+    saved = det.load_cfg(tmp_path / "out" / "config.yaml")
+    assert saved.OUTPUT_DIR == str(tmp_path / "out")
+    result, _ = evaluate_detector(saved, tmp_path / "out" / "model_final.pth", val_json, shapes_dir,
+                                  EvaluateParams(), num_threads=1)
     val_ids = {im["id"] for im in json.loads(val_json.read_text())["images"]}
+    preds = result.predictions
     assert all(p["image_id"] in val_ids and 1 <= p["category_id"] <= 5 for p in preds)
-    m = evaluate_predictions(val_json, preds)
+    assert all(list(p) == ["image_id", "category_id", "bbox", "score", "segmentation"] for p in preds)
+    m = result.metrics
+    assert result.evaluator == "coco" and m["num_predictions"] == len(preds)
     assert 0.0 <= m["mask_AP"] <= 100.0 and 0.0 <= m["box_AP"] <= 100.0
+    if preds:  # the records are what was scored: re-scoring them gives the same numbers
+        assert evaluate_predictions(val_json, preds) == m
     if name.startswith("cascade"):
         assert saved.MODEL.ROI_HEADS.NAME == "CascadeROIHeads"
         return
     if "MNv2" in name:
         assert saved.MODEL.BACKBONE.NAME == "build_timm_fpn_backbone" and saved.INPUT.FORMAT == "RGB"
         return
-    # Resume: pretend the run died after iteration 1 (keep model_0000001.pth, drop the final checkpoint).
-    assert sorted(f.name for f in work.glob("model_*.pth")) == ["model_0000001.pth", "model_final.pth"]
-    (work / "model_final.pth").unlink()
-    (work / "last_checkpoint").write_text("model_0000001.pth")
-    _, timings = det.train(cfg, train_json, shapes_dir, work, num_threads=1)
+    _check_resume(name, shapes_dir, tmp_path)
+
+
+def _check_resume(name: str, shapes_dir: Path, tmp_path: Path) -> None:
+    """A run killed after iteration 1 (checkpoint model_0000001.pth) resumes at 2 with complete curves; a
+    different config does not resume from the old run's checkpoints."""
+    train_json, work, live = shapes_dir / "train_gt.json", tmp_path / "work2", tmp_path / "live2"
+    with pytest.MonkeyPatch.context() as mp:
+        build = dtrain.MalTrainer.build_hooks
+        mp.setattr(dtrain.MalTrainer, "build_hooks", lambda self: [*build(self), _KillAfter(1)])
+        with pytest.raises(_Killed):
+            dtrain.train_detector(name, tiny_params(), train_json, shapes_dir, work, live, num_threads=1)
+    assert (work / "last_checkpoint").read_text() == "model_0000001.pth"
+    _, timings = dtrain.train_detector(name, tiny_params(), train_json, shapes_dir, work, live, num_threads=1)
     assert timings["resumed_from_iter"] == 2
     assert "Starting training from iteration 2" in (work / "log.txt").read_text()
-    # A different config does not resume from the old run's checkpoints.
-    cfg2 = det.build_cfg(name, train_json, work, {**tiny_params(), "seed": 7}, image_root=shapes_dir)
-    _, timings = det.train(cfg2, train_json, shapes_dir, work, num_threads=1)
+    steps = [line.split("\t")[0] for line in (live / "plots/metrics/train/total_loss.tsv").read_text().splitlines()]
+    assert steps == ["step", "1", "2"]  # the killed run's last record, then the resumed run's
+    (work / "last_checkpoint").write_text("model_final.pth")  # pretend: a finished run's checkpoint is there
+    _, timings = dtrain.train_detector(name, tiny_params(), train_json, shapes_dir, work, live, seed=7)
     assert timings["resumed_from_iter"] == 0
 
 
@@ -103,24 +144,25 @@ def test_checkpoint_errors_name_the_path(tmp_path: Path) -> None:
         det.check_checkpoint(nomodel)
     wrong = tmp_path / "wrong.pth"
     torch.save({"model": {"backbone.bottom_up.stem.conv1.weight": torch.zeros(1)}}, wrong)
-    cfg = det.build_cfg("mask_rcnn_R18_demo", None, tmp_path, tiny_params())
-    cfg.MODEL.DEVICE = "cpu"
+    cfg = det.build_cfg("mask_rcnn_R18_demo", tiny_params(), device="cpu")
     with pytest.raises(det.CheckpointError, match="does not fit"):
         det.load_model(cfg, wrong)
 
 
 def test_configs_build_offline(tmp_path: Path) -> None:
-    p = tiny_params()
+    p = detector_yaml()
+    p["opts"]["SOLVER"]["MAX_ITER"] = 3
+    p["opts"]["TEST"]["DETECTIONS_PER_IMAGE"] = 50
     p["pretrained"] = {"R50": str(tmp_path / "R-50.pkl"), "R101": None, "X101": "https://example.org/x.pkl",
                        "MNv2": "none"}
-    p["opts"] = {"TEST.DETECTIONS_PER_IMAGE": 50}
+    params = DetectorParams.model_validate(p)
     for name, spec in det.DETECTORS.items():
-        cfg = det.build_cfg(name, None, tmp_path, p)
+        cfg = det.build_cfg(name, params)
         assert cfg.INPUT.MASK_FORMAT == "bitmask" and cfg.TEST.DETECTIONS_PER_IMAGE == 50
         assert ("Cascade" in cfg.MODEL.ROI_HEADS.NAME) == name.startswith("cascade")
         if spec.profile == "demo":
             assert cfg.MODEL.FPN.NORM == "GN" and cfg.MODEL.WEIGHTS == ""
-            assert cfg.SOLVER.OPTIMIZER == "ADAMW" and cfg.SOLVER.MAX_ITER == 3
+            assert cfg.SOLVER.OPTIMIZER == "ADAMW" and cfg.SOLVER.MAX_ITER == (250 if "R18" in name else 3)
             assert (cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN, cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN) == (600, 300)
         if spec.profile == "demo" and spec.timm_model:
             assert cfg.MODEL.BACKBONE.NAME == "build_timm_fpn_backbone" and cfg.MODEL.TIMM.NAME == "mobilenetv2_100"
@@ -128,62 +170,108 @@ def test_configs_build_offline(tmp_path: Path) -> None:
             assert cfg.INPUT.FORMAT == "RGB" and cfg.MODEL.PIXEL_MEAN == [123.675, 116.28, 103.53]
         elif spec.profile == "demo":
             assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.RESNETS.NORM == "GN"
-            assert cfg.MODEL.BACKBONE.FREEZE_AT == 0
-    r50 = det.build_cfg("mask_rcnn_R50_FPN_3x", None, tmp_path, p)
+            assert cfg.MODEL.BACKBONE.FREEZE_AT == 0 and cfg.SOLVER.WARMUP_ITERS == 50
+    r50 = det.build_cfg("mask_rcnn_R50_FPN_3x", params)
     assert r50.MODEL.WEIGHTS == str(tmp_path / "R-50.pkl") and r50.SOLVER.MAX_ITER == 3
-    r101 = det.build_cfg("mask_rcnn_R101_FPN_3x", None, tmp_path, {**p, "train": {}})
+    zoo = DetectorParams.model_validate({**p, "opts": {}})
+    r101 = det.build_cfg("mask_rcnn_R101_FPN_3x", zoo)
     assert r101.MODEL.WEIGHTS.startswith("detectron2://") and r101.SOLVER.MAX_ITER == 270000  # zoo 3x
-    x101 = det.build_cfg("mask_rcnn_X101_FPN_3x", None, tmp_path, p)
+    nulls = copy.deepcopy(p)
+    nulls["opts"]["SOLVER"].update(MAX_ITER=None, BASE_LR=None)  # null: the zoo's value (a profile's way back)
+    r101 = det.build_cfg("mask_rcnn_R101_FPN_3x", DetectorParams.model_validate(nulls))
+    assert (r101.SOLVER.MAX_ITER, r101.SOLVER.BASE_LR, r101.SOLVER.IMS_PER_BATCH) == (270000, 0.02, 2)
+    x101 = det.build_cfg("mask_rcnn_X101_FPN_3x", params)
     assert x101.MODEL.WEIGHTS == "https://example.org/x.pkl" and x101.MODEL.RESNETS.NUM_GROUPS == 32
     with pytest.raises(KeyError, match="unknown detector 'nope'"):
-        det.build_cfg("nope", None, tmp_path, p)
+        det.build_cfg("nope", params)
     with pytest.raises(FileNotFoundError, match="missing.json"):
         det.register_json(tmp_path / "missing.json", tmp_path)
+
+
+@pytest.mark.parametrize(("where", "over", "message"), [
+    ("models", {"SOLVER": {"MAX_ITR": 100}},
+     "detector.models.mask_rcnn_MNv2_demo: SOLVER.MAX_ITR: not a detectron2 config key"),
+    ("models", {"SOLVER": {"MAX_ITER": "a hundred"}},
+     "detector.models.mask_rcnn_MNv2_demo: SOLVER.MAX_ITER: expected int as detectron2's 40000, got 'a hundred'"),
+    ("opts", {"SOLVER": 3}, "detector.opts: SOLVER: a group of detectron2 keys, not a value"),
+    ("opts", {"MODEL": {"ROI_HEADS": {"IOU_THRESHOLDS": "high"}}}, "detector.opts: MODEL.ROI_HEADS.IOU_THRESHOLDS: "
+     "expected list"),
+])
+def test_a_wrong_detectron2_key_or_type_is_named(where: str, over: dict, message: str) -> None:
+    p = detector_yaml()
+    if where == "models":
+        p["models"]["mask_rcnn_MNv2_demo"] = over
+    else:
+        p["opts"] = {**p["opts"], **over}
+    params = DetectorParams.model_validate(p)
+    with pytest.raises(det.DetectorConfigError, match=message.replace("(", r"\(")) as e:
+        det.check_params(params)
+    assert "\n" not in str(e.value)
+    with pytest.raises(det.DetectorConfigError, match=message.split(":")[0]):
+        det.build_cfg("mask_rcnn_MNv2_demo", params)
+
+
+def test_detector_params_are_checked() -> None:
+    p = detector_yaml()
+    det.check_params(DetectorParams.model_validate(p))
+    p["opts"]["SOLVER"]["BASE_LR"] = 1  # an int for a float key is that float
+    assert det.build_cfg("mask_rcnn_MNv2_demo", DetectorParams.model_validate(p)).SOLVER.BASE_LR == 1.0
+    with pytest.raises(det.DetectorConfigError, match="detector.models.mask_rcnn_R152: unknown detector"):
+        det.check_params(DetectorParams.model_validate({**p, "models": {"mask_rcnn_R152": {}}}))
+    for bad in ({"train": {"max_iter": 100}}, {"demo_arch": {"dept": 18}}, {"pretrained": {"R152": None}},
+                {"demo_arch": {"depth": 19}}, {"num_workers": -1}):
+        with pytest.raises(ValidationError):
+            DetectorParams.model_validate({**p, **bad})
+    with pytest.raises(ValidationError):
+        EvaluateParams.model_validate({"evaluator": "voc"})
 
 
 @pytest.mark.slow
 def test_stages_cli(shapes_dir: Path, tmp_path: Path) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    d = tiny_params(max_iter=2)
-    d.update(gt_json=str(shapes_dir / "train_gt.json"), out_dir=str(tmp_path / "models"),
-             work_dir=str(tmp_path / "work"), live_dir=str(tmp_path / "live"),
-             models={"mask_rcnn_R18_demo": {"max_iter": 2}})
-    params["detector"] = d
-    params["data"]["out_dir"] = str(shapes_dir)  # a built-in set: file_names are relative to it
-    params["timings_dir"] = str(tmp_path / "timings")
-    params["evaluate"].update(val_json=str(shapes_dir / "val_gt.json"), metrics_dir=str(tmp_path / "metrics"),
-                              predictions_dir=str(tmp_path / "predictions"), num_threads=1)
+    params["detector"] = tiny_params(max_iter=2).model_dump()
+    params["detector"]["models"]["mask_rcnn_R18_demo"] = {"SOLVER": {"MAX_ITER": 2}}
+    params["data"]["dataset"] = "shapes"  # a built-in set: file_names are relative to the prepared folder
+    params["run"]["train_detector"]["num_threads"] = params["run"]["evaluate"]["num_threads"] = 1
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
-    args = ["--detector", "mask_rcnn_R18_demo", "--masks", "gt", "--seed", "3", "--params", str(pfile)]
-    for stage in ("train_detector", "evaluate"):
+    cell = "gt__mask_rcnn_R18_demo__s3"
+    out, live, work = tmp_path / "models" / cell, tmp_path / "live" / cell, tmp_path / "work" / cell
+    train = ["--detector", "mask_rcnn_R18_demo", "--masks", "gt", "--seed", "3", "--train-json",
+             str(shapes_dir / "train_gt.json"), "--images", str(shapes_dir / "images"), "--out", str(out),
+             "--live-dir", str(live), "--work-dir", str(work), "--params", str(pfile)]
+    evaluate = ["--model", str(out), "--val-gt", str(shapes_dir / "val_gt.json"), "--predictions",
+                str(tmp_path / "predictions.json"), "--metrics", str(tmp_path / "metrics.json"), "--work-dir",
+                str(tmp_path / "work_eval"), "--params", str(pfile)]
+    for stage, args in (("train_detector", train), ("evaluate", evaluate)):
         r = subprocess.run([sys.executable, str(REPO / f"stages/{stage}.py"), *args], capture_output=True,
                            text=True, cwd=REPO)
         assert r.returncode == 0, r.stderr[-3000:]
-    cell = "gt__mask_rcnn_R18_demo__s3"
-    out = tmp_path / "models" / cell
-    assert {"model_final.pth", "config.yaml", "train_info.json"} <= {f.name for f in out.iterdir()}
-    assert not (tmp_path / "work" / cell).exists()  # checkpoints dropped when done
-    curve = tmp_path / "live" / cell / "plots" / "metrics" / "train" / "total_loss.tsv"
-    assert len(curve.read_text().splitlines()) >= 2  # header + >= 1 logged step
-    m = json.loads((tmp_path / "metrics" / f"{cell}.json").read_text())
+    assert {f.name for f in out.iterdir()} == {"model_final.pth", "config.yaml", "train_info.json"}
+    curve = live / "plots" / "metrics" / "train" / "total_loss.tsv"
+    assert curve.read_text().splitlines()[0] == "step\ttotal_loss" and len(curve.read_text().splitlines()) == 2
+    m = json.loads((tmp_path / "metrics.json").read_text())
     assert "mask_AP" in m and "box_AP75" in m and not any("time" in k for k in m)
-    preds = json.loads((tmp_path / "predictions" / f"{cell}.json").read_text())
-    assert len(preds) == m["num_predictions"]  # what the table's bootstrap re-scores
+    assert len(json.loads((tmp_path / "predictions.json").read_text())) == m["num_predictions"]
     info = json.loads((out / "train_info.json").read_text())
-    assert info["iterations"] == 2 and info["seed"] == 3
-    assert det.load_cfg(out / "config.yaml").SEED == 3
-    timings = tmp_path / "timings" / "train_detector"
-    assert json.loads((timings / f"{cell}.json").read_text())["s_per_iter"] > 0
-    assert (timings / cell / "log.txt").is_file()  # logs: out of the DVC output
-    # Missing pseudo-labels: a clear error naming the file.
-    r = subprocess.run([sys.executable, str(REPO / "stages/train_detector.py"), "--detector",
-                        "mask_rcnn_R18_demo", "--masks", "nolabeler", "--params", str(pfile)],
-                       capture_output=True, text=True, cwd=REPO)
-    assert r.returncode != 0 and "data/pseudo/nolabeler/train_pseudo.json" in r.stderr
+    assert info["iterations"] == 2 and info["seed"] == 3 and det.load_cfg(out / "config.yaml").SEED == 3
+    assert json.loads((work / "timings.json").read_text())["s_per_iter"] > 0 and (work / "log.txt").is_file()
+    assert not list(work.glob("model_*.pth"))
+    assert json.loads((tmp_path / "work_eval" / "timings.json").read_text())["eval_time_s"] > 0
+    # Missing pseudo-labels: a clear error naming the file; a misspelt detectron2 key: one line, before training.
+    missing = [*train[:5], "nolabeler", *train[6:7], str(tmp_path / "pseudo.json"), *train[8:]]
+    r = subprocess.run([sys.executable, str(REPO / "stages/train_detector.py"), *missing], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode != 0 and "pseudo.json: training JSON not found" in r.stderr
+    params["detector"]["models"]["mask_rcnn_R18_demo"] = {"SOLVER": {"MAX_ITR": 2}}
+    pfile.write_text(yaml.safe_dump(params))
+    r = subprocess.run([sys.executable, str(REPO / "stages/train_detector.py"), *train], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"error: {pfile}: detector.models.mask_rcnn_R18_demo: SOLVER.MAX_ITR: not a detectron2 config key")
     # Corrupt model: evaluate names the checkpoint.
     (out / "model_final.pth").write_bytes(b"junk")
-    r = subprocess.run([sys.executable, str(REPO / "stages/evaluate.py"), *args], capture_output=True,
+    r = subprocess.run([sys.executable, str(REPO / "stages/evaluate.py"), *evaluate], capture_output=True,
                        text=True, cwd=REPO)
     assert r.returncode != 0 and "model_final.pth" in r.stderr and "corrupt" in r.stderr
 
@@ -217,15 +305,17 @@ def test_timm_backbone_is_the_pretrained_network(mobilenet_weights: Path) -> Non
 def test_pretrained_demo_detector_learns(shapes_dir: Path, mobilenet_weights: Path, tmp_path: Path) -> None:
     """'It learns': the ImageNet-initialised demo Mask R-CNN reaches a box-AP floor on its training images
     after a short schedule (random init stays near 0 there: 1.5 box AP measured)."""
-    p = tiny_params(max_iter=LEARN_ITERS)
+    p = tiny_params(max_iter=LEARN_ITERS).model_dump()
     p["pretrained"]["MNv2"] = str(mobilenet_weights)
-    p["train"].update(warmup_iters=10, checkpoint_period=LEARN_ITERS, base_lr=0.002)
+    p["opts"]["SOLVER"].update(WARMUP_ITERS=10, CHECKPOINT_PERIOD=LEARN_ITERS, BASE_LR=0.002)
     train_json = shapes_dir / "train_gt.json"
-    cfg = det.build_cfg("mask_rcnn_MNv2_demo", train_json, tmp_path / "work", p, image_root=shapes_dir)
-    assert cfg.MODEL.TIMM.WEIGHTS == str(mobilenet_weights)
-    det.train(cfg, train_json, shapes_dir, tmp_path / "work", num_threads=2)
-    preds = det.predict(cfg, tmp_path / "work" / "model_final.pth", train_json, shapes_dir, num_threads=2)
-    box_ap = evaluate_predictions(train_json, preds, tasks=("box",))["box_AP"]
+    trained, _ = dtrain.train_detector("mask_rcnn_MNv2_demo", DetectorParams.model_validate(p), train_json,
+                                       shapes_dir, tmp_path / "work", num_threads=2)
+    trained.write(tmp_path / "out")
+    result, _ = evaluate_detector(trained.cfg, tmp_path / "out" / "model_final.pth", train_json, shapes_dir,
+                                  EvaluateParams(), num_threads=2)
+    assert det.load_cfg(tmp_path / "out" / "config.yaml").MODEL.TIMM.WEIGHTS == str(mobilenet_weights)
+    box_ap = result.metrics["box_AP"]
     assert box_ap >= LEARN_BOX_AP_FLOOR, box_ap
 
 
@@ -244,26 +334,24 @@ def test_images_resolve_from_the_given_root(shapes_dir: Path, tmp_path: Path) ->
 
 def test_resume_fingerprint_covers_training_data(shapes_dir: Path, tmp_path: Path) -> None:
     """Same config, different training masks -> a different run: an old checkpoint must not be resumed."""
-    from mal.detection import detector as det
-
     train = shapes_dir / "train_copy_for_fingerprint.json"
     train.write_bytes((shapes_dir / "train_gt.json").read_bytes())
-    cfg = det.build_cfg("mask_rcnn_R18_demo", train, tmp_path / "work", tiny_params(max_iter=2),
-                        image_root=shapes_dir)
-    before = det.run_fingerprint(cfg, train)
-    assert det.run_fingerprint(cfg, train) == before
+    cfg = det.build_cfg("mask_rcnn_R18_demo", tiny_params(max_iter=2), train_json=train, image_root=shapes_dir)
+    before = dtrain.run_fingerprint(cfg, train)
+    assert dtrain.run_fingerprint(cfg, train) == before
     data = json.loads(train.read_text())
     data["annotations"] = data["annotations"][:-1]
     train.write_text(json.dumps(data))
-    assert det.run_fingerprint(cfg, train) != before
+    assert dtrain.run_fingerprint(cfg, train) != before
 
 
 def test_paper_schedule_scales_to_the_world_size() -> None:
-    """The zoo 3x schedule (8 GPUs x 2 images) on N GPUs: same images per GPU and epochs (linear scaling)."""
-    paper = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text())["detector"])
-    paper["train"] = {"ims_per_batch": 16, "checkpoint_period": 5000, "reference_world_size": 8}
-    paper["pretrained"] = {"R50": "none"}
-    cfg = det.build_cfg("mask_rcnn_R50_FPN_3x", None, "out", paper)
+    """The zoo 3x schedule (8 GPUs x 2 images) on N GPUs: same images per GPU and epochs (detectron2's
+    auto_scale_workers, from SOLVER.REFERENCE_WORLD_SIZE)."""
+    p = detector_yaml()
+    p["opts"] = {"SOLVER": {"IMS_PER_BATCH": 16, "CHECKPOINT_PERIOD": 5000, "REFERENCE_WORLD_SIZE": 8}}
+    p["pretrained"]["R50"] = "none"
+    cfg = det.build_cfg("mask_rcnn_R50_FPN_3x", DetectorParams.model_validate(p))
     assert cfg.MODEL.WEIGHTS == ""  # `none`: random init, nothing downloaded
     one = det.scale_to_world_size(cfg, 1)
     assert (one.SOLVER.IMS_PER_BATCH, one.SOLVER.BASE_LR, one.SOLVER.MAX_ITER) == (2, 0.0025, 8 * 270000)
@@ -273,22 +361,9 @@ def test_paper_schedule_scales_to_the_world_size() -> None:
     assert (eight.SOLVER.IMS_PER_BATCH, eight.SOLVER.BASE_LR, eight.SOLVER.MAX_ITER) == (16, 0.02, 270000)
     sixteen = det.scale_to_world_size(cfg, 16)
     assert (sixteen.SOLVER.IMS_PER_BATCH, sixteen.SOLVER.MAX_ITER) == (32, 135000)
-    paper["pretrained"] = {"R50": None}
-    assert det.build_cfg("mask_rcnn_R50_FPN_3x", None, "out", paper).MODEL.WEIGHTS.startswith("detectron2://")
-    paper["train"] = {"ims_per_batch": 12, "reference_world_size": 8}
-    with pytest.raises(ValueError, match="ims_per_batch 12 is not divisible by reference_world_size 8"):
-        det.scale_to_world_size(det.build_cfg("mask_rcnn_R50_FPN_3x", None, "out", paper), 1)
-
-
-def test_unknown_detector_param_keys_are_rejected() -> None:
-    from mal.detection.params import check_detector_params
-
-    dparams = yaml.safe_load((REPO / "params.yaml").read_text())["detector"]
-    check_detector_params(dparams, backbones=det.weight_backbones())
-    for section, bad in (("train", "max_iters"), ("demo_arch", "dept"), ("pretrained", "R152")):
-        broken = copy.deepcopy(dparams)
-        broken[section][bad] = 1
-        with pytest.raises(ValueError, match=rf"detector.{section}: unknown keys \['{bad}'\]"):
-            check_detector_params(broken, backbones=det.weight_backbones())
-    with pytest.raises(ValueError, match=r"detector.models.x: unknown keys \['lr'\]"):
-        check_detector_params({**dparams, "models": {"x": {"lr": 1}}})
+    p["pretrained"]["R50"] = None
+    assert det.build_cfg("mask_rcnn_R50_FPN_3x", DetectorParams.model_validate(p)).MODEL.WEIGHTS.startswith(
+        "detectron2://")
+    p["opts"] = {"SOLVER": {"IMS_PER_BATCH": 12, "REFERENCE_WORLD_SIZE": 8}}
+    with pytest.raises(ValueError, match="IMS_PER_BATCH 12 is not divisible by SOLVER.REFERENCE_WORLD_SIZE 8"):
+        det.scale_to_world_size(det.build_cfg("mask_rcnn_R50_FPN_3x", DetectorParams.model_validate(p)), 1)

@@ -1,4 +1,5 @@
-"""LVIS (federated) evaluation with the real LVIS API, against COCOeval on the same predictions."""
+"""LVIS (federated) evaluation through detectron2's LVISEvaluator and the LVIS API, against COCO on the same
+predictions."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mal.detection.coco_eval import evaluate_predictions, gt_as_predictions, load_gt
-from mal.detection.lvis_eval import choose_evaluator, evaluate_lvis, evaluate_val, is_lvis
+from mal.detection.coco_eval import gt_as_predictions, load_gt
+
+pytest.importorskip("detectron2")
+from mal.detection.evaluation import choose_evaluator, evaluate_predictions, is_lvis  # noqa: E402
+
+
+def evaluate_lvis(gt: dict[str, Any], preds: list[dict[str, Any]], max_dets: int = 300) -> dict[str, Any]:
+    return evaluate_predictions(gt, preds, max_dets=max_dets, evaluator="lvis")
 
 # One instance each; image 1 has category 1 (frequent), image 2 categories 2 (common) and 3 (rare).
 BOXES = {1: (1, [4, 4, 20, 20]), 2: (2, [30, 30, 24, 24]), 3: (2, [4, 34, 16, 16])}  # ann id: (image, box)
@@ -64,7 +71,7 @@ def test_perfect_predictions_score_100_with_frequency_groups() -> None:
 def test_federated_false_positives_differ_from_coco(extra: tuple[int, int], lvis_ignores: bool) -> None:
     gt = _lvis_gt()
     preds = [*gt_as_predictions(load_gt(gt), score=0.9), _extra(*extra)]
-    coco = evaluate_predictions(gt, preds)
+    coco = evaluate_predictions(gt, preds, evaluator="coco")
     lvis = evaluate_lvis(gt, preds)
     for task in ("box", "mask"):
         assert coco[f"{task}_AP"] < 100.0  # COCOeval: the top-scored detection of that category is a FP
@@ -105,8 +112,8 @@ def test_evaluator_choice(tmp_path: Path) -> None:
     path = tmp_path / "val.json"
     path.write_text(json.dumps(gt))
     preds = [*gt_as_predictions(load_gt(gt), score=0.9), _extra(1, 2)]
-    which, m = evaluate_val(path, preds)
-    assert which == "lvis" and m["mask_AP"] == pytest.approx(100.0) and "mask_APr" in m
-    which, m = evaluate_val(path, preds, evaluator="coco")
-    assert which == "coco" and m["mask_AP"] < 100.0 and "mask_APr" not in m
+    m = evaluate_predictions(path, preds)  # auto
+    assert m["mask_AP"] == pytest.approx(100.0) and "mask_APr" in m
+    m = evaluate_predictions(path, preds, evaluator="coco")
+    assert m["mask_AP"] < 100.0 and "mask_APr" not in m
     assert "float" not in np.__dict__ or np.__dict__["float"] is not float  # the lvis shim was undone

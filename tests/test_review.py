@@ -10,7 +10,6 @@ import pytest
 
 from mal.review.cli import main as review_main
 from mal.review.labelled import ann_score, review_order
-from mal.review.page import markdown_table
 from tests._review_fixtures import CATEGORY, scores_in_order, write_labelled, write_run
 
 
@@ -78,20 +77,15 @@ def test_missing_inputs_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_repro_page_lists_missing_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     params = write_run(tmp_path)
-    (tmp_path / "reports" / "paper_table.md").unlink()
+    (tmp_path / "reports" / "paper_table.json").unlink()
     (tmp_path / "data" / "prepared" / "pseudo.json").unlink()
     assert review_main(["--repro", "--params", str(params), "--strict"]) == 1
     assert "not found: data/prepared/pseudo.json" in capsys.readouterr().err
-    assert review_main(["--repro", "--params", str(params)]) == 0  # default --out: <table.out_dir>/review.html
+    assert review_main(["--repro", "--params", str(params)]) == 0  # default --out: beside paper_table's outs
     html = (tmp_path / "reports" / "review.html").read_text()
-    assert "reports/paper_table.md (stage report)" in html
-    assert "metrics/detector/gt__det__s0.json (stage evaluate gt__det__s0)" in html  # the per-cell fallback
+    assert "reports/paper_table.json (stage paper_table)" in html
+    assert "metrics/detector/gt__det__s0.json (stage evaluate_gt@det-0)" in html  # the per-cell fallback
     assert "Training curves" in html and "Least-confident masks" not in html
-
-
-def test_markdown_table() -> None:
-    html = markdown_table("## T <1>\n\n| a | b |\n|---|---|\n| x | 1.5 |\n\nNote & more.\n")
-    assert "<h3>T &lt;1&gt;</h3>" in html and "<td class=l>x</td>" in html and "Note &amp; more." in html
 
 
 BAD_MASKS = {  # what is wrong -> (segmentation of annotation id=5, or None to drop it; the line after "<file>: ")

@@ -1,10 +1,9 @@
-"""COCO evaluation with pycocotools (no detectron2): box and mask AP as flat JSON-able numbers.
+"""COCO helpers on pycocotools alone (no detectron2): ground truth, result records, the flat metrics keys.
 
-The detector stage turns detectron2 predictions into standard COCO result records (see
-:func:`mal.detection.detector.predict`) and scores them here, so the code path that produces the reported numbers is the
-one the tests check with perfect predictions (100 AP).
+The evaluate stage scores with detectron2's evaluators (:mod:`mal.detection.evaluation`); the paper table's
+bootstrap (mal/report) re-scores the saved predictions with pycocotools through these helpers.
 
-Result record (the COCO "results" format)::
+Result record (the COCO "results" format, as detectron2's ``instances_to_coco_json`` writes it)::
 
     {"image_id": int, "category_id": int (the dataset's own id), "bbox": [x, y, w, h], "score": float,
      "segmentation": RLE dict {"size": [h, w], "counts": str}}   # segmentation only for mask results
@@ -33,12 +32,9 @@ STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 IOU_TYPES = {"box": "bbox", "mask": "segm"}
 
 
-def load_gt(gt: str | Path | dict[str, Any]) -> COCO:
-    """A pycocotools ``COCO`` object from a path or an in-memory COCO dict (quietly).
-
-    Annotations missing ``area`` get ``w*h`` (box area) and missing ``iscrowd`` get 0 (pycocotools needs
-    both).
-    """
+def read_gt(gt: str | Path | dict[str, Any] | COCO) -> dict[str, Any]:
+    """A COCO ground-truth dict from a path, a dict or a ``COCO`` (copied), with ``area`` (box ``w*h``) and ``iscrowd`` (0)
+    filled in where missing (pycocotools needs both)."""
     if isinstance(gt, (str, Path)):
         path = Path(gt)
         if not path.is_file():
@@ -46,7 +42,7 @@ def load_gt(gt: str | Path | dict[str, Any]) -> COCO:
         with path.open() as f:
             data = json.load(f)
     else:
-        data = copy.deepcopy(gt)
+        data = copy.deepcopy(gt.dataset if isinstance(gt, COCO) else gt)
     for key in ("images", "annotations", "categories"):
         if key not in data:
             where = gt if isinstance(gt, (str, Path)) else "<dict>"
@@ -55,8 +51,13 @@ def load_gt(gt: str | Path | dict[str, Any]) -> COCO:
         ann.setdefault("iscrowd", 0)
         if "area" not in ann:
             ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+    return data
+
+
+def load_gt(gt: str | Path | dict[str, Any]) -> COCO:
+    """A pycocotools ``COCO`` object from a path or an in-memory COCO dict (quietly), see :func:`read_gt`."""
     coco = COCO()
-    coco.dataset = data
+    coco.dataset = read_gt(gt)
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
@@ -80,6 +81,7 @@ def gt_as_predictions(gt: COCO, score: float = 1.0) -> list[dict[str, Any]]:
 
 
 def check_predictions(gt: COCO, predictions: list[dict[str, Any]], iou_type: str) -> None:
+    """Each record has the fields ``iou_type`` needs and ids of the ground truth; else a ValueError naming it."""
     img_ids = set(gt.getImgIds())
     cat_ids = set(gt.getCatIds())
     for i, p in enumerate(predictions):
@@ -106,7 +108,8 @@ def task_predictions(predictions: list[dict[str, Any]], iou_type: str) -> list[d
     return preds
 
 
-def percent(v: float) -> float | None:
+def percent(v: float | None) -> float | None:
+    """A 0-1 statistic in percent, 4 decimals; ``None`` where COCO / LVIS could not compute it (-1 or NaN)."""
     return None if (v is None or math.isnan(v) or v < 0) else round(float(v) * 100.0, 4)
 
 
@@ -117,56 +120,3 @@ def mean_precision(ev: COCOeval, iou: Any = slice(None), area: str = "all") -> f
     s = ev.eval["precision"][iou, :, :, ev.params.areaRngLbl.index(area), -1]
     s = s[s > -1]
     return float(np.mean(s)) if s.size else -1.0
-
-
-def summary_stats(ev: COCOeval) -> list[float]:
-    """``COCOeval.stats`` (12 numbers, -1 where undefined) at the *last* of ``params.maxDets`` throughout.
-
-    ``COCOeval.summarize`` hard-codes maxDets=100 for the headline AP, which is -1 (null) for any other
-    ``max_dets``; the other eleven numbers are computed as it computes them.
-    """
-    p, rec = ev.params, ev.eval["recall"]  # T x K x A x M (precision: T x R x K x A x M)
-    area = {label: i for i, label in enumerate(p.areaRngLbl)}
-    t50, t75 = (np.flatnonzero(np.isclose(p.iouThrs, t)) for t in (0.5, 0.75))
-
-    def ap(t: Any = slice(None), a: str = "all") -> float:
-        return mean_precision(ev, t, a)
-
-    def ar(m: int = -1, a: str = "all") -> float:
-        s = rec[:, :, area[a], m]
-        s = s[s > -1]
-        return float(np.mean(s)) if s.size else -1.0
-
-    return [ap(), ap(t50), ap(t75), ap(a="small"), ap(a="medium"), ap(a="large"),
-            ar(0), ar(1), ar(), ar(a="small"), ar(a="medium"), ar(a="large")]
-
-
-def evaluate_predictions(gt: str | Path | dict[str, Any] | COCO, predictions: list[dict[str, Any]],
-                         tasks: tuple[str, ...] = ("box", "mask"), max_dets: int = 100) -> dict[str, Any]:
-    """COCO-evaluate ``predictions`` against ``gt``; flat ``{box_AP: .., mask_AP50: .., ...}`` in percent.
-
-    ``tasks`` is a subset of ``("box", "mask")``. With no predictions every AP/AR is 0.0 (a model that
-    detects nothing), not an error. ``num_predictions`` and ``num_gt_instances`` are included.
-    """
-    coco_gt = gt if isinstance(gt, COCO) else load_gt(gt)
-    out: dict[str, Any] = {
-        "num_predictions": len(predictions),
-        "num_gt_instances": sum(1 for a in coco_gt.dataset["annotations"] if not a.get("iscrowd", 0)),
-        "num_val_images": len(coco_gt.getImgIds()),
-    }
-    for task in tasks:
-        if task not in IOU_TYPES:
-            raise ValueError(f"unknown evaluation task {task!r}; expected one of {sorted(IOU_TYPES)}")
-        iou_type = IOU_TYPES[task]
-        if not predictions:
-            out.update({f"{task}_{n}": 0.0 for n in STAT_NAMES})
-            continue
-        check_predictions(coco_gt, predictions, iou_type)
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_dt = coco_gt.loadRes(task_predictions(predictions, iou_type))
-            ev = COCOeval(coco_gt, coco_dt, iou_type)
-            ev.params.maxDets = [1, 10, max_dets]
-            ev.evaluate()
-            ev.accumulate()
-        out.update({f"{task}_{n}": percent(v) for n, v in zip(STAT_NAMES, summary_stats(ev), strict=True)})
-    return out

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gt", type=Path, metavar="JSON",
                     help="--labelled: GT COCO file with masks (same annotation ids) for an IoU per card (default: none)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="YAML",
-                    help="--repro: params file; the paths in it are read relative to its folder")
+                    help="--repro: params file of the run; its dvc.yaml (same folder) names every file shown")
     ap.add_argument("--num", type=int, default=None, metavar="N",
                     help="overlay cards, least confident first (default: 48 with --labelled, 12 with --repro)")
     ap.add_argument("--strict", action="store_true", help="--repro: fail when an output of the run is missing")
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: none)")
     ap.add_argument("--out", type=Path, default=None,
                     help="HTML file to write (default: <JSON>.review.html beside --labelled; "
-                    "<table.out_dir>/review.html with --repro)")
+                    "review.html beside the paper table (dvc.yaml) with --repro)")
     return ap
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error("--params and --strict go with --repro")
             return _labelled(args)
         if args.images is not None or args.gt is not None:
-            ap.error("--images and --gt go with --labelled (--repro reads them from params.yaml)")
+            ap.error("--images and --gt go with --labelled (--repro reads them from dvc.yaml)")
         return _repro(args)
     except (OSError, ValueError) as e:  # missing/invalid inputs: one line per problem naming the file, no traceback
         for line in str(e).splitlines():
@@ -81,8 +81,7 @@ def _labelled(args: argparse.Namespace) -> int:
 
 
 def _repro(args: argparse.Namespace) -> int:
-    from mal.common.params import load_params
-    from mal.review.repro import DEFAULT_NUM, build_repro_page
+    from mal.review.repro import DEFAULT_NUM, build_repro_page, default_out
 
     html, missing = build_repro_page(args.params, DEFAULT_NUM if args.num is None else args.num)
     for m in missing:
@@ -90,10 +89,7 @@ def _repro(args: argparse.Namespace) -> int:
     if missing and args.strict:
         print(f"mal review: error: {len(missing)} output(s) of the run missing (--strict)", file=sys.stderr)
         return 1
-    if args.out is None:
-        out = args.params.resolve().parent / load_params(args.params)["table"]["out_dir"] / "review.html"
-    else:
-        out = args.out
+    out = args.out or default_out(args.params)
     write_text_atomic(out, html)
     print(f"wrote {out} ({len(html) // 1024} KiB, {len(missing)} missing input(s))")
     return _screenshot(out, args.screenshot)

@@ -112,31 +112,6 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "", 
     return f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def markdown_table(md: str, cls: str = "paper") -> str:
-    """The markdown ``report`` writes (``## title``, one pipe table, paragraphs) as HTML; other lines as text."""
-    out, rows = [], []
-
-    def flush() -> None:
-        if rows:
-            out.append(table(rows[0], rows[1:], cls=cls, left=2))
-            rows.clear()
-
-    for line in md.splitlines():
-        s = line.strip()
-        if s.startswith("|"):
-            cells = [c.strip() for c in s.strip("|").split("|")]
-            if not all(set(c) <= set("-: ") for c in cells):  # skip the |---| separator
-                rows.append(cells)
-            continue
-        flush()
-        if s.startswith("#"):
-            out.append(f"<h3>{esc(s.lstrip('#').strip())}</h3>")
-        elif s:
-            out.append(f'<p class="note">{esc(s)}</p>')
-    flush()
-    return "\n".join(out)
-
-
 def document(title: str, body: str, subtitle: str = "") -> str:
     """A complete HTML page; the empty ``data:`` icon keeps the browser from asking for /favicon.ico."""
     meta = f'<p class="meta">{esc(subtitle)}</p>' if subtitle else ""
