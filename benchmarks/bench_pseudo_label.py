@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import yaml
 
+from mal.config.pseudo import RunPseudoLabelParams
 from mal.labeler.crops import crop_and_resize, expand_box_fixed
 from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes, plan_annotations
 
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     coco = _subset(load_boxes(args.boxes), args.max_boxes)
     pred = Predictor(_checkpoint(args), "student", device="cpu")
-    opts = LabelOptions(batch_size=args.batch_size, num_workers=args.num_workers, show_progress=False)
+    opts = LabelOptions(threshold=0.5, batch_size=args.batch_size)
+    runtime = RunPseudoLabelParams(num_workers=args.num_workers, show_progress=False)
     plans = plan_annotations(coco, opts.min_box_side)
     n_model = sum(p.action == "model" for ps in plans.values() for p in ps)
     print(
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.sigmoid(model(normalize(torch.from_numpy(c), *norm), torch.from_numpy(a)))
 
     def labelling() -> None:
-        label_images(coco, args.boxes, pred, opts, plans=plans)
+        label_images(coco, args.boxes, pred, opts, plans=plans, runtime=runtime)
 
     encoder_only()  # warm-up
     labelling()

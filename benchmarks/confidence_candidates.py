@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/confidence_candidates.py [--gt data/prepared/val_gt.json]
         [--checkpoint models/labeler/vit_tiny/checkpoint.pt] [--threshold T] [--agreement] [--threads 2]
 
-Labels the GT file's boxes with the labelling code itself (``crop_boxes`` -> ``Predictor`` -> ``_paste_one``:
+Labels the GT file's boxes with the labelling code itself (``crop_boxes`` -> ``Predictor`` -> ``paste_annotation``:
 the masks and the ``score`` that ``label_coco`` writes; ``--threshold`` defaults to the checkpoint's), scores
 every candidate on the same crop-level probabilities, and prints per candidate: Spearman(candidate, IoU),
 the share of bad masks (IoU < 0.7) among the lowest-scored 20 % and its ratio to chance, and its cost in
@@ -30,14 +30,14 @@ from mal.labeler.crops import box_mask_in_crop
 from mal.labeler.model import checkpoint_mask_threshold
 from mal.pseudo.boxes import plan_annotations
 from mal.pseudo.confidence import CANDIDATES, CHOSEN, candidate_scores, mask_confidence, ranking_metrics
+from mal.pseudo.engine import fallback_annotation
 from mal.pseudo.label import (
     LabelOptions,
     Predictor,
-    _fallback_ann,
-    _paste_one,
     crop_boxes,
     label_images,
     load_boxes,
+    paste_annotation,
 )
 
 
@@ -79,9 +79,9 @@ def collect(args: argparse.Namespace, pred: Predictor, opts: LabelOptions) -> tu
                 continue
             if p.action == "model":
                 prob, win = probs[p.ann_index]
-                out = _paste_one(a, p, prob, win, im, opts)
+                out = paste_annotation(a, p, prob, win, im, opts.threshold)
             else:
-                out = _fallback_ann(a, p, h, w, p.reason)
+                out = fallback_annotation(a, p, h, w, p.reason)
             ious.append(iou_record(out["segmentation"], segmentation_to_rle(a["segmentation"], h, w), a)["iou"])
             if out["mal"]["source"] != "labeler":
                 for name in list(CANDIDATES) + (["flip_agreement", "teacher_agreement"] if args.agreement else []):
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     thr = checkpoint_mask_threshold(args.checkpoint) if args.threshold is None else args.threshold
-    opts = LabelOptions(threshold=thr, show_progress=False)
+    opts = LabelOptions(threshold=thr)
     pred = Predictor(args.checkpoint, "student", device="cpu")
     scores, ious, seconds = collect(args, pred, opts)
     coco = load_boxes(args.gt)

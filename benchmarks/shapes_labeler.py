@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     threshold = checkpoint_mask_threshold(checkpoint) if threshold is None else float(threshold)
     val_json = Path(params["data"]["out_dir"]) / "val_gt.json"
     gt = load_boxes(val_json)
-    opts = LabelOptions(threshold=threshold, which="student", flip_tta=False, show_progress=False)
+    opts = LabelOptions(threshold=threshold, which="student", flip_tta=False)
     labelled = label_images(gt, val_json, Predictor(checkpoint, "student", False), opts)
     pred = {**gt, "annotations": list(labelled["annotations"].values())}
     quality = evaluate_masks(pred, gt, MQ(baselines=["box"], num_overlays=0), show_progress=False)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mal.config.pseudo import RunPseudoLabelParams
 from mal.config.quality import MaskQualityParams as MQ
 from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes
 from mal.pseudo.quality import evaluate_masks
@@ -52,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     pred = CachedPredictor(Predictor(args.checkpoint, args.which, args.flip_tta))
     rows = []
     for i, thr in enumerate(args.thresholds):
-        opts = LabelOptions(threshold=thr, which=args.which, flip_tta=args.flip_tta, show_progress=i == 0)
-        res = label_images(gt, args.gt, pred, opts)
+        opts = LabelOptions(threshold=thr, which=args.which, flip_tta=args.flip_tta)
+        res = label_images(gt, args.gt, pred, opts, runtime=RunPseudoLabelParams(show_progress=i == 0))
         out = {**gt, "annotations": list(res["annotations"].values())}
         q = evaluate_masks(out, gt, MQ(baselines=["box"], num_overlays=0), show_progress=False)
         rows.append(

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from mal.common.masks import decode_segmentation
+from mal.config.pseudo import LabelOptions, RunPseudoLabelParams
 from mal.labeler.model import checkpoint_mask_threshold
-from mal.pseudo.label import LabelOptions
 from mal.pseudo.shards import label_coco
 from tests._pseudo_fixtures import ann, save_image, tiny_checkpoint, write_coco
 
@@ -41,8 +41,8 @@ def test_in_memory_image_matches_label_coco_on_the_saved_file(labeler, tmp_path:
     arr = np.random.default_rng(3).integers(0, 255, (30, 40, 3), dtype=np.uint8)
     im = save_image(tmp_path, 1, arr, size=(40, 30))  # PNG: the file holds the same pixels
     path = write_coco(tmp_path, [im], [ann(i + 1, 1, b) for i, b in enumerate(BOXES)])
-    opts = LabelOptions(threshold=THRESHOLD, show_progress=False)
-    label_coco(path, tiny_checkpoint(), tmp_path / "out.json", opts)
+    opts = LabelOptions(threshold=THRESHOLD)
+    label_coco(path, tiny_checkpoint(), tmp_path / "out.json", opts, RunPseudoLabelParams(device="cpu", show_progress=False))
     want = json.loads((tmp_path / "out.json").read_text())["annotations"]
     got = labeler.label(arr, BOXES)
     assert len(got) == len(BOXES) == len(want)

@@ -44,7 +44,7 @@ def test_labeller_writes_the_score_top_level_and_in_mal(tmp_path: Path) -> None:
     anns = [ann(1, 1, [5, 5, 10, 8]), ann(2, 1, [20.5, 10.5, 15, 20]), ann(3, 1, [1, 1, 1, 1])]
     path = write_coco(tmp_path, [im], anns)
     res = label_images(load_boxes(path), path, ConstPredictor(0.7, mask_size=16),
-                       LabelOptions(threshold=0.5, show_progress=False))["annotations"]
+                       LabelOptions(threshold=0.5))["annotations"]
     for i in (1, 2):
         assert res[i]["score"] == res[i]["mal"]["score"] == pytest.approx(0.7) and res[i]["mal"]["source"] == "labeler"
         assert isinstance(res[i]["score"], float)

@@ -34,7 +34,8 @@ def detector_yaml() -> dict[str, Any]:
 def tiny_params(max_iter: int = 3, **solver: Any) -> DetectorParams:
     """params.yaml's `detector:` section shrunk to a seconds-long run on 96 px images."""
     p = detector_yaml()
-    p["opts"]["SOLVER"].update(MAX_ITER=max_iter, IMS_PER_BATCH=2, WARMUP_ITERS=1, CHECKPOINT_PERIOD=2, **solver)
+    p["opts"]["SOLVER"].update({"MAX_ITER": max_iter, "IMS_PER_BATCH": 2, "WARMUP_ITERS": 1, "CHECKPOINT_PERIOD": 2,
+                                **solver})
     p["demo_arch"].update(input_size=96, anchor_min=8, rois_per_image=16)
     p["models"] = {name: {} for name in p["models"]}  # the R18 detectors' own 250-iteration schedule: not here
     p["pretrained"]["MNv2"] = "none"  # random init: the smoke tests need no weights file (the learning test has one)
@@ -228,11 +229,11 @@ def test_detector_params_are_checked() -> None:
 
 @pytest.mark.slow
 def test_stages_cli(shapes_dir: Path, tmp_path: Path) -> None:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["detector"] = tiny_params(max_iter=2).model_dump()
+    params: dict[str, Any] = {  # the sections the two stages read (the others keep their defaults)
+        "data": {"dataset": "shapes"},  # a built-in set: file_names are relative to the prepared folder
+        "detector": tiny_params(max_iter=2).model_dump(), "evaluate": {"max_dets": 100},
+        "run": {"train_detector": {"num_gpus": 0, "num_threads": 1}, "evaluate": {"num_threads": 1}}}
     params["detector"]["models"]["mask_rcnn_R18_demo"] = {"SOLVER": {"MAX_ITER": 2}}
-    params["data"]["dataset"] = "shapes"  # a built-in set: file_names are relative to the prepared folder
-    params["run"]["train_detector"]["num_threads"] = params["run"]["evaluate"]["num_threads"] = 1
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
     cell = "gt__mask_rcnn_R18_demo__s3"
@@ -259,7 +260,7 @@ def test_stages_cli(shapes_dir: Path, tmp_path: Path) -> None:
     assert not list(work.glob("model_*.pth"))
     assert json.loads((tmp_path / "work_eval" / "timings.json").read_text())["eval_time_s"] > 0
     # Missing pseudo-labels: a clear error naming the file; a misspelt detectron2 key: one line, before training.
-    missing = [*train[:5], "nolabeler", *train[6:7], str(tmp_path / "pseudo.json"), *train[8:]]
+    missing = [*train[:3], "nolabeler", *train[4:7], str(tmp_path / "pseudo.json"), *train[8:]]
     r = subprocess.run([sys.executable, str(REPO / "stages/train_detector.py"), *missing], capture_output=True,
                        text=True, cwd=REPO)
     assert r.returncode != 0 and "pseudo.json: training JSON not found" in r.stderr

@@ -86,7 +86,7 @@ def test_labelling_puts_the_mask_on_the_object_in_the_displayed_frame(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "sq.jpg"), d2_read_image(str(tmp_path / "sq.jpg"), "RGB"))
     ckpt = tmp_path / "dummy.pt"
     ckpt.write_bytes(b"x")  # never loaded: the predictor is injected
-    options = LabelOptions(threshold=0.5, allow_skips=False, show_progress=False)
+    options = LabelOptions(threshold=0.5, allow_skips=False)
     label_coco(path, ckpt, tmp_path / "out.json", options, predictor=BrightnessPredictor())
     out = {a["id"]: a for a in json.loads((tmp_path / "out.json").read_text())["annotations"]}
     assert out[1]["mal"]["source"] == "labeler"  # not the empty-mask box fallback

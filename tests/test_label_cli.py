@@ -151,13 +151,14 @@ def test_cli_threshold_defaults_to_the_checkpoints(
         state["mask_threshold"] = recorded
     torch.save(state, ckpt)
     used = []
-    real = shards.label_coco
+    real = shards.resolve_options
 
-    def spy(*args, **kwargs):
-        used.append(args[3].threshold)
-        return real(*args, **kwargs)
+    def spy(*args, **kwargs):  # the one place the threshold is resolved, for every front end
+        out = real(*args, **kwargs)
+        used.append(out.threshold)
+        return out
 
-    monkeypatch.setattr(shards, "label_coco", spy)
+    monkeypatch.setattr(shards, "resolve_options", spy)
     boxes = _data(tmp_path)
     argv = ["--checkpoint", str(ckpt), "--boxes", str(boxes), "--out", str(tmp_path / "o.json"), "--quiet"]
     assert main(argv + (["--threshold", flag] if flag else [])) == 0

@@ -309,7 +309,7 @@ def test_gpu_deployment_takes_a_whole_node_as_the_paper_profile_says() -> None:
                   yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text()))
     deps = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     gpu_count = deps["mal-pipeline"]["work_pool"]["job_variables"]["gpu_count"]
-    assert gpu_count == paper["prefect"]["gpus_per_worker"] == paper["detector"]["train"]["reference_world_size"] == 8
+    assert gpu_count == paper["prefect"]["gpus_per_worker"] == paper["detector"]["opts"]["SOLVER"]["REFERENCE_WORLD_SIZE"] == 8
     k8s = _render("kubernetes-gpu.json", {"image": "reg/mal:gpu", "gpu_count": gpu_count})
     assert k8s["job_manifest"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
         "nvidia.com/gpu": 8}

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from mal.common.masks import box_rle, decode_segmentation, rle_area
-from mal.pseudo.label import LabelOptions, SkipError, load_boxes
+from mal.config.pseudo import LabelOptions, RunPseudoLabelParams
+from mal.pseudo.label import SkipError, load_boxes
 from mal.pseudo.shards import label_coco
 from tests._pseudo_fixtures import ConstPredictor, ann, save_image, write_coco
 
-OPTS = LabelOptions(threshold=0.5, show_progress=False, batch_size=8)
+OPTS = LabelOptions(threshold=0.5, batch_size=8)
+QUIET = RunPseudoLabelParams(show_progress=False)
 
 
 def _run(tmp_path: Path, images: list, anns: list, options: LabelOptions = OPTS, value: float = 1.0):
@@ -21,7 +23,7 @@ def _run(tmp_path: Path, images: list, anns: list, options: LabelOptions = OPTS,
     ckpt = tmp_path / "dummy.pt"
     ckpt.write_bytes(b"x")  # never loaded: the predictor is injected
     out = tmp_path / "out.json"
-    report = label_coco(path, ckpt, out, options, predictor=ConstPredictor(value, mask_size=32))
+    report = label_coco(path, ckpt, out, options, QUIET, predictor=ConstPredictor(value, mask_size=32))
     assert report["boxes_in"] == report["masks_out"] + report["skipped"] == len(anns)
     res = json.loads(out.read_text())
     return report, res, {a["id"]: a for a in res["annotations"]}
@@ -62,7 +64,7 @@ def test_missing_boxes_file_and_checkpoint(tmp_path: Path) -> None:
         load_boxes(tmp_path / "nope.json")
     path = write_coco(tmp_path, [], [])
     with pytest.raises(ValueError, match="checkpoint not found"):
-        label_coco(path, tmp_path / "none.pt", tmp_path / "o.json", OPTS)
+        label_coco(path, tmp_path / "none.pt", tmp_path / "o.json", OPTS, QUIET)
 
 
 def test_box_geometry_cases_are_kept_and_flagged(tmp_path: Path) -> None:
@@ -128,7 +130,7 @@ def test_unknown_image_ids_invalid_bboxes_and_missing_images_are_skipped_with_re
             tmp_path,
             [good],
             [ann(1, 1, [2, 2, 8, 8]), ann(2, 99, [2, 2, 8, 8])],
-            LabelOptions(show_progress=False, allow_skips=False),
+            LabelOptions(threshold=0.5, allow_skips=False),
         )
 
 

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from mal.common.masks import box_rle, rle_area, rle_iou
-from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes
+from mal.config.pseudo import LabelOptions, RunPseudoLabelParams
+from mal.pseudo.label import Predictor, label_images, load_boxes
 from mal.pseudo.shards import label_coco
 from tests._pseudo_fixtures import ConstPredictor, ann, save_image, tiny_checkpoint, write_coco
 
-QUIET = {"show_progress": False, "batch_size": 4}
+QUIET = {"batch_size": 4}
+RUN = RunPseudoLabelParams(show_progress=False)
 
 
 def test_label_coco_every_box_out_in_input_order(shapes_dir: Path, tmp_path: Path) -> None:
@@ -25,7 +27,7 @@ def test_label_coco_every_box_out_in_input_order(shapes_dir: Path, tmp_path: Pat
     src.write_text(json.dumps(coco))
     out = tmp_path / "out.json"
     report = label_coco(
-        src, tiny_checkpoint(), out, LabelOptions(threshold=0.5, **QUIET), image_root=shapes_dir
+        src, tiny_checkpoint(), out, LabelOptions(threshold=0.5, **QUIET), RUN, image_root=shapes_dir
     )
     res = json.loads(out.read_text())
     assert [a["id"] for a in res["annotations"]] == [a["id"] for a in coco["annotations"]]
@@ -51,7 +53,7 @@ def test_label_coco_every_box_out_in_input_order(shapes_dir: Path, tmp_path: Pat
 def test_which_and_flip_options_run(shapes_dir: Path, which: str, flip: bool) -> None:
     coco = load_boxes(shapes_dir / "train_boxes.json")
     pred = Predictor(tiny_checkpoint(), which=which, flip_tta=flip, device="cpu")
-    res = label_images(coco, shapes_dir / "train_boxes.json", pred, LabelOptions(threshold=0.0, **QUIET))
+    res = label_images(coco, shapes_dir / "train_boxes.json", pred, LabelOptions(threshold=0.0, **QUIET), runtime=RUN)
     assert res["stats"]["masks_out"] == len(coco["annotations"])
     assert res["stats"]["source_labeler"] == len(coco["annotations"])  # threshold 0: never empty
 
@@ -78,13 +80,13 @@ def test_constant_predictions_give_box_masks_or_flagged_fallbacks(tmp_path: Path
     path = write_coco(tmp_path, [im], anns)
     coco = load_boxes(path)
     ones = ConstPredictor(1.0, mask_size=64)
-    res = label_images(coco, path, ones, LabelOptions(threshold=0.5, **QUIET))
+    res = label_images(coco, path, ones, LabelOptions(threshold=0.5, **QUIET), runtime=RUN)
     for a in anns:
         got = res["annotations"][a["id"]]
         assert got["mal"] == {"source": "labeler", "score": 1.0} and got["score"] == 1.0  # every pixel decided
         assert rle_iou(got["segmentation"], box_rle(a["bbox"], 40, 50)) > 0.9
     zeros = ConstPredictor(0.0)
-    res = label_images(coco, path, zeros, LabelOptions(threshold=0.5, **QUIET))
+    res = label_images(coco, path, zeros, LabelOptions(threshold=0.5, **QUIET), runtime=RUN)
     for a in anns:
         got = res["annotations"][a["id"]]
         assert got["mal"] == {"source": "box_fallback", "reason": "empty_prediction", "score": 0.0}
@@ -100,7 +102,7 @@ def test_batches_fill_across_images(tmp_path: Path) -> None:
     anns = [ann(10 * i + k, i, [2 + 5 * k, 3, 4, 6]) for i in (1, 2, 3) for k in range(3)]
     path = write_coco(tmp_path, ims, anns)
     pred = ConstPredictor(1.0)
-    label_images(load_boxes(path), path, pred, LabelOptions(threshold=0.5, show_progress=False, batch_size=4))
+    label_images(load_boxes(path), path, pred, LabelOptions(threshold=0.5, batch_size=4), runtime=RUN)
     assert pred.calls == [4, 4, 1]
 
 
@@ -114,7 +116,8 @@ def test_dataloader_workers_give_identical_output(tmp_path: Path) -> None:
             coco,
             path,
             ConstPredictor(0.7, mask_size=16),
-            LabelOptions(threshold=0.5, show_progress=False, batch_size=3, num_workers=n),
+            LabelOptions(threshold=0.5, batch_size=3),
+            runtime=RunPseudoLabelParams(num_workers=n, show_progress=False),
         )
         for n in (0, 2)
     ]
@@ -126,9 +129,8 @@ def test_paste_threads_leave_the_output_byte_identical(shapes_dir: Path, tmp_pat
     outs = []
     for threads in (1, 3):
         out = tmp_path / f"out{threads}.json"
-        opts = LabelOptions(threshold=0.5, paste_threads=threads, **{**QUIET, "batch_size": 2})  # many in flight
-        label_coco(src, tiny_checkpoint(), out, opts, image_root=shapes_dir)
+        opts = LabelOptions(threshold=0.5, batch_size=2)  # many batches in flight
+        label_coco(src, tiny_checkpoint(), out, opts, RunPseudoLabelParams(paste_threads=threads, show_progress=False),
+                   image_root=shapes_dir)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
-    with pytest.raises(ValueError, match="paste_threads >= 1"):
-        LabelOptions(paste_threads=0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mal.pseudo.label import LabelOptions
+from mal.config.pseudo import LabelOptions, RunPseudoLabelParams
 from mal.pseudo.shards import label_coco, merge_results, shard_of, shard_paths
 from tests._pseudo_fixtures import ConstPredictor, ann, save_image, write_coco
 
@@ -23,9 +23,10 @@ def _setup(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _label(path: Path, ckpt: Path, out: Path | None, **kw):
-    opts = LabelOptions(threshold=kw.pop("threshold", 0.5), show_progress=False, batch_size=4)
+    opts = LabelOptions(threshold=kw.pop("threshold", 0.5), batch_size=4)
+    runtime = RunPseudoLabelParams(num_shards=kw.pop("num_shards", 1), show_progress=False)
     pred = kw.pop("predictor", ConstPredictor(0.9, mask_size=16))
-    return label_coco(path, ckpt, out, opts, predictor=pred, **kw), pred
+    return label_coco(path, ckpt, out, opts, runtime, predictor=pred, **kw), pred
 
 
 def test_sharded_equals_single_and_keeps_input_order(tmp_path: Path) -> None:

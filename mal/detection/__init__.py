@@ -1,4 +1,5 @@
-"""Phase 3, detection: Detectron2 Mask R-CNN / Cascade and COCO evaluation.
+"""Phase 3, detection: detectron2 Mask R-CNN / Cascade trained on (pseudo or human) masks, and their scoring.
 
-``detector`` and ``timm_backbone`` are the only modules that import detectron2.
+``detector`` (configs, checkpoints), ``train`` (trainer, dvclive hook), ``evaluation`` (detectron2's evaluators)
+and ``timm_backbone`` import detectron2; ``coco_eval`` (pycocotools helpers the paper table shares) does not.
 """

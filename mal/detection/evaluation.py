@@ -207,7 +207,7 @@ def _prepare(gt: dict[str, Any], evaluator: str, where: str) -> str:
 
 def evaluate_predictions(gt: str | Path | dict[str, Any] | COCO, predictions: list[dict[str, Any]],
                          tasks: tuple[str, ...] = ("box", "mask"), max_dets: int = 100,
-                         evaluator: str = "coco") -> dict[str, Any]:
+                         evaluator: str = "auto") -> dict[str, Any]:
     """Score saved COCO result records against ``gt`` through the same evaluators: flat metrics in percent.
 
     ``tasks`` is a subset of ``("box", "mask")``; no predictions -> every AP / AR 0.0 (a model that detects

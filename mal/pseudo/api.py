@@ -4,9 +4,9 @@
     labeler = Labeler.from_checkpoint("models/labeler/vit_tiny/checkpoint.pt")
     results = labeler.label(image, [[x, y, w, h], ...])   # one LabelledMask per box, in order
 
-The image goes through the same planning, crops, :class:`~mal.pseudo.label.Predictor`, paste and score code
-as ``mal label`` / :func:`mal.pseudo.label.label_images` (one in-memory item instead of a file), so a box
-gets the same mask and score either way (docs/api.md).
+A thin adapter over the labelling engine (:class:`mal.pseudo.engine.LabelSession`): the same planning,
+crops, :class:`~mal.pseudo.predictor.Predictor`, paste and score code as ``mal label`` and the pipeline
+(one in-memory image instead of a file), so a box gets the same mask and score either way (docs/api.md).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from PIL import Image
 
 from mal.common.images import as_rgb
 from mal.common.masks import decode_segmentation
-from mal.pseudo.boxes import plan_annotations
-from mal.pseudo.label import LabelOptions, Predictor, _Labelling, crop_boxes
+from mal.config.pseudo import LabelOptions, RunPseudoLabelParams, Which
+from mal.pseudo.engine import BoxPredictor, LabelSession, image_item, resolve_options
+from mal.pseudo.predictor import Predictor
 
 _WHERE = "<in-memory image>"
+_OPT = LabelOptions.model_fields  # the keyword defaults below are the params' (mal.config.pseudo)
 
 
 @dataclass
@@ -39,31 +41,28 @@ class LabelledMask:
 
 
 class Labeler:
-    """A trained labeler on a device, labelling boxes on in-memory images."""
+    """A trained labeler on a device, labelling boxes on in-memory images. ``options.threshold`` must be
+    resolved (:func:`~mal.pseudo.engine.resolve_options`; :meth:`from_checkpoint` does it)."""
 
-    def __init__(self, predictor: Predictor, options: LabelOptions) -> None:
+    def __init__(self, predictor: BoxPredictor, options: LabelOptions) -> None:
         self.predictor, self.options = predictor, options
 
     @classmethod
     def from_checkpoint(
         cls,
         path: str | Path,
-        device: str = "auto",
-        which: str = "student",
-        threshold: float | None = None,
-        flip_tta: bool = False,
-        batch_size: int = 32,
+        device: str = RunPseudoLabelParams.model_fields["device"].default,
+        which: Which = _OPT["which"].default,
+        threshold: float | None = _OPT["threshold"].default,
+        flip_tta: bool = _OPT["flip_tta"].default,
+        batch_size: int = _OPT["batch_size"].default,
     ) -> Labeler:
         """Load ``path`` (a labeler checkpoint); ``threshold`` None = the one the checkpoint records, as
-        the CLI and the pipeline use."""
-        from mal.labeler.model import checkpoint_mask_threshold
-
-        if not Path(path).is_file():
-            raise ValueError(f"{path}: labeler checkpoint not found")
-        threshold = checkpoint_mask_threshold(path) if threshold is None else threshold
+        the CLI and the pipeline use. Invalid boxes raise (``allow_skips=False``)."""
         options = LabelOptions(threshold=threshold, which=which, flip_tta=flip_tta, batch_size=batch_size,
-                               device=device, allow_skips=False, show_progress=False)
-        return cls(Predictor(path, which, flip_tta, device), options)
+                               allow_skips=False)
+        options = resolve_options(options, path)
+        return cls(Predictor(path, options.which, options.flip_tta, device), options)
 
     def label(self, image: np.ndarray | Image.Image, boxes: Sequence[Sequence[float]]) -> list[LabelledMask]:
         """Masks for ``boxes`` (``[x, y, w, h]`` in pixels of ``image``, ``H x W x 3`` uint8 RGB, gray, RGBA,
@@ -78,17 +77,13 @@ class Labeler:
         }
         if not coco["annotations"]:
             return []
-        plans = plan_annotations(coco, self.options.min_box_side)
-        run = _Labelling(coco, _WHERE, self.predictor, self.options)  # allow_skips=False: bad boxes raise
-        run.select(plans, [0])
-        model = [p for p in run.items[0][1] if p.action == "model"]
-        item = {"idx": 0, "error": None, "crops": None, "windows": []}
-        if model:
-            item["crops"], item["windows"] = crop_boxes(rgb, model, self.options.expand, self.predictor.crop_size)
-        run.label([item])
+        session = LabelSession(coco, _WHERE, self.predictor, self.options)
+        jobs = session.select()
+        session.label(image_item(job, rgb, self.options.expand, session.crop_size) for job in jobs)
+        done = session.result().annotations
         out = []
         for a in coco["annotations"]:
-            got = run.done[a["id"]]
+            got = done[a["id"]]
             out.append(LabelledMask(mask=decode_segmentation(got["segmentation"], h, w).astype(bool),
                                     score=float(got["score"]), box=a["bbox"], source=got["mal"]["source"],
                                     reason=got["mal"].get("reason")))

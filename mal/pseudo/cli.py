@@ -28,6 +28,27 @@ from mal.common.cli_format import HelpFormatter
 from mal.common.files import save_png_atomic, write_json_atomic
 
 
+def add_label_options(p: argparse.ArgumentParser) -> None:
+    """The labelling options: defaults and help from :mod:`mal.config.pseudo` (defined once, there)."""
+    from typing import get_args
+
+    from mal.config.pseudo import LabelOptions, RunPseudoLabelParams, Which
+
+    opt, run = LabelOptions.model_fields, RunPseudoLabelParams.model_fields
+    p.add_argument("--threshold", type=float, default=None,
+                   help="mask threshold on the probability (default: the one the checkpoint records, as the "
+                   "pipeline labels with; 0.5 for checkpoints that record none)")
+    p.add_argument("--which", choices=get_args(Which), default=opt["which"].default, help=opt["which"].description)
+    p.add_argument("--flip-tta", action="store_true", help=opt["flip_tta"].description)
+    p.add_argument("--batch-size", type=int, default=opt["batch_size"].default, help=opt["batch_size"].description)
+    p.add_argument("--min-box-side", type=float, default=opt["min_box_side"].default,
+                   help=opt["min_box_side"].description)
+    for flag, key, kind in (("--num-workers", "num_workers", int), ("--paste-threads", "paste_threads", int),
+                            ("--device", "device", str), ("--num-shards", "num_shards", int),
+                            ("--shard-processes", "shard_processes", int)):
+        p.add_argument(flag, type=kind, default=run[key].default, help=run[key].description)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mal.pseudo.export import add_export_options
 
@@ -44,22 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--visualize", default=None, metavar="DIR", help="write overlay PNGs of a few images here (default: none)"
     )
     p.add_argument("--num-visualize", type=int, default=8, help="how many images to visualise")
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="mask threshold on the probability (default: the one the checkpoint records, as the pipeline "
-        "labels with; 0.5 for checkpoints that record none)",
-    )
-    p.add_argument(
-        "--which", choices=["student", "teacher", "average"], default="student", help="which labeler weights predict"
-    )
-    p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped prediction")
-    p.add_argument("--batch-size", type=int, default=32, help="box crops per forward pass")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers reading images")
-    p.add_argument("--min-box-side", type=float, default=2.0, help="smaller boxes get the box mask (px)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--num-shards", type=int, default=1, help="split the images into this many shards")
+    add_label_options(p)
     p.add_argument(
         "--shard-index", type=int, default=None, help="label only this shard (needs --shard-dir); default: all, then merge"
     )
@@ -127,11 +133,32 @@ def visualize(
     return written
 
 
+def label_options_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(LabelOptions, RunPseudoLabelParams)`` of the parsed flags (validated there: a bad value is a
+    ``ValueError`` naming the option)."""
+    from pydantic import ValidationError
+
+    from mal.config.load import format_errors
+    from mal.config.pseudo import LabelOptions, RunPseudoLabelParams
+
+    what = {"threshold": args.threshold, "which": args.which, "flip_tta": args.flip_tta,
+            "batch_size": args.batch_size, "min_box_side": args.min_box_side, "allow_skips": not args.strict}
+    how = {"device": args.device, "num_workers": args.num_workers, "paste_threads": args.paste_threads,
+           "num_shards": args.num_shards, "shard_processes": args.shard_processes, "show_progress": not args.quiet}
+    out = []
+    for model, values in ((LabelOptions, what), (RunPseudoLabelParams, how)):
+        try:
+            out.append(model.model_validate(values))
+        except ValidationError as e:
+            raise ValueError(format_errors(e, model, "mal label").replace("\n", "; ")) from None
+    return out[0], out[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from mal.labeler.model import checkpoint_mask_threshold
-    from mal.pseudo.label import LabelOptions, SkipError, load_boxes
-    from mal.pseudo.shards import label_coco
+    from mal.pseudo import shards
+    from mal.pseudo.engine import SkipError
+    from mal.pseudo.label import load_boxes
 
     if args.shard_index is None and not args.out:
         print("error: --out is required (unless --shard-index is given)", file=sys.stderr)
@@ -141,29 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {image_root}: images directory not found", file=sys.stderr)
         return 2
     try:
-        threshold = args.threshold if args.threshold is not None else checkpoint_mask_threshold(args.checkpoint)
-        options = LabelOptions(
-            threshold=threshold,
-            which=args.which,
-            flip_tta=args.flip_tta,
-            batch_size=args.batch_size,
-            num_workers=args.num_workers,
-            min_box_side=args.min_box_side,
-            device=args.device,
-            allow_skips=not args.strict,
-            show_progress=not args.quiet,
-        )
-        report = label_coco(
-            args.boxes,
-            args.checkpoint,
-            args.out,
-            options,
-            image_root=image_root,
-            num_shards=args.num_shards,
-            shard_index=args.shard_index,
-            shard_dir=args.shard_dir,
-            run_missing=not args.merge_only,
-        )
+        options, runtime = label_options_from_args(args)
+        report = shards.label_coco(args.boxes, args.checkpoint, args.out, options, runtime, image_root=image_root,
+                                   shard_index=args.shard_index, shard_dir=args.shard_dir,
+                                   run_missing=not args.merge_only)
     except SkipError as e:
         print(f"error (--strict): {e}", file=sys.stderr)
         return 1
@@ -177,6 +185,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{report.get('masks_out', 0)} masks, boxes in {report.get('boxes_in', 0)}"
         )
         return 0
+    write_reports(args, report)
+    if args.visualize:
+        import json
+
+        with open(args.out) as f:
+            out_coco = json.load(f)
+        written = visualize(
+            out_coco, load_boxes(args.boxes), image_root, Path(args.visualize), args.num_visualize
+        )
+        print(f"overlays: {len(written)} PNGs in {args.visualize} (green: input masks, red: pseudo-masks)")
+    if args.format != "coco-rle":
+        return write_export(args)
+    return 0
+
+
+def write_reports(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """The skipped report beside --out, and the summary on stdout."""
     skipped_path = Path(args.skipped_report or f"{args.out}.skipped.json")
     write_json_atomic(
         skipped_path,
@@ -191,18 +216,6 @@ def main(argv: list[str] | None = None) -> int:
     for line in summary_lines(report):
         print(line)
     print(f"skipped report: {skipped_path}")
-    if args.visualize:
-        import json
-
-        with open(args.out) as f:
-            out_coco = json.load(f)
-        written = visualize(
-            out_coco, load_boxes(args.boxes), image_root, Path(args.visualize), args.num_visualize
-        )
-        print(f"overlays: {len(written)} PNGs in {args.visualize} (green: input masks, red: pseudo-masks)")
-    if args.format != "coco-rle":
-        return write_export(args)
-    return 0
 
 
 def write_export(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@
   the input hash (labelling source code + boxes file bytes + checkpoint bytes + output-changing options +
   image root + number of shards; image files by path only). A re-run
   skips shards whose marker matches; a changed input re-labels them.
-- :func:`merge_shards` rebuilds the input COCO dict in input order and checks that every input
+- Missing shards run in this process or in ``run.pseudo_label.shard_processes`` launched processes
+  (:func:`mal.common.launch.launch`), never by re-executing a script.
+- :func:`merge_results` rebuilds the input COCO dict in input order and checks that every input
   annotation is present exactly once, labelled or skipped-with-reason.
 """
 
@@ -14,10 +16,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import threading
 from collections import Counter
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,17 @@ import torch
 
 from mal.common.devices import log_device, resolve_device, shard_device
 from mal.common.files import file_sha256, fingerprint, write_json_atomic
-from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes, plan_annotations
+from mal.common.launch import launch, local_rank
+from mal.config.pseudo import LabelOptions, RunPseudoLabelParams
+from mal.pseudo.engine import BoxPredictor, LabelResult, resolve_options
+from mal.pseudo.label import label_images, load_boxes, plan_annotations
+from mal.pseudo.predictor import Predictor
 
 # the modules whose code decides a shard's content (an edit, e.g. a new field such as ``score``, re-labels)
 LABELLING_MODULES = (
-    "mal.pseudo.label", "mal.pseudo.boxes", "mal.pseudo.confidence", "mal.common.masks", "mal.common.boxes",
-    "mal.common.images", "mal.labeler.crops", "mal.labeler.model", "mal.labeler.encoder", "mal.labeler.decoder",
+    "mal.pseudo.engine", "mal.pseudo.predictor", "mal.pseudo.label", "mal.pseudo.boxes", "mal.config.pseudo",
+    "mal.pseudo.confidence", "mal.common.masks", "mal.common.boxes", "mal.common.images",
+    "mal.labeler.crops", "mal.labeler.model", "mal.labeler.encoder", "mal.labeler.decoder",
 )
 
 
@@ -76,50 +81,11 @@ def shard_is_done(shard_dir: str | Path, index: int, num_shards: int, digest: st
         return False
 
 
-def run_shard_processes(argv_of: Callable[[int], list[str]], num_shards: int, processes: int) -> None:
-    """Run shards ``0..num_shards-1`` as subprocesses (``argv_of(i)``), ``processes`` at a time: slot ``g`` runs
-    shards ``g, g + P, g + 2P, ...`` in turn, so with P GPUs each slot stays on ``cuda:g``
-    (:func:`mal.common.devices.shard_device`). Raises ``RuntimeError`` naming the failed shards."""
-    failed: list[int] = []
-
-    def slot(g: int) -> None:
-        for i in range(g, num_shards, processes):
-            if subprocess.run(argv_of(i)).returncode != 0:
-                failed.append(i)
-
-    threads = [threading.Thread(target=slot, args=(g,)) for g in range(min(processes, num_shards))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failed:
-        raise RuntimeError(f"pseudo-labelling shards {sorted(failed)} of {num_shards} failed (their output above)")
-
-
 def _check_shards(num_shards: int, shard_index: int | None) -> None:
     if int(num_shards) < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     if shard_index is not None and not 0 <= int(shard_index) < int(num_shards):
         raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
-
-
-def run_shard(
-    coco: dict[str, Any],
-    boxes_path: str | Path,
-    predictor_factory: Any,
-    options: LabelOptions,
-    index: int,
-    num_shards: int,
-    image_root: str | Path | None = None,
-) -> dict[str, Any]:
-    """Label the images of one shard; returns :func:`label_images`' result with JSON-able keys."""
-    plans = plan_annotations(coco, options.min_box_side)
-    ids = [i for i in plans if shard_of(i, num_shards) == index]
-    needs_model = any(p.action == "model" for i in ids for p in plans[i])
-    predictor = predictor_factory() if needs_model else None
-    res = label_images(coco, boxes_path, predictor, options, ids, image_root, plans)
-    res["annotations"] = list(res["annotations"].values())
-    return res
 
 
 def merge_results(coco: dict[str, Any], results: list[dict[str, Any]], where: str) -> tuple[dict, dict]:
@@ -184,86 +150,142 @@ def merge_results(coco: dict[str, Any], results: list[dict[str, Any]], where: st
     return out, report
 
 
+
+
+def shard_processes(runtime: RunPseudoLabelParams, device: torch.device | None, num_shards: int) -> int:
+    """How many processes label shards at once: ``runtime.shard_processes``, or with 0 (auto) one per GPU
+    when ``device`` is plain ``cuda`` and there are several GPUs (else 1: shards run in this process)."""
+    want = int(runtime.shard_processes)
+    if want <= 0:
+        want = torch.cuda.device_count() if device is not None and device.type == "cuda" and device.index is None else 1
+    return max(min(want, int(num_shards)), 1)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One input to label in shards: what every shard process needs (picklable, sent to launched processes).
+    ``options.threshold`` is resolved; ``digest`` is the :func:`input_hash` ("" without ``shard_dir``)."""
+
+    boxes_path: Path
+    checkpoint: Path
+    options: LabelOptions
+    runtime: RunPseudoLabelParams
+    image_root: Path | None
+    shard_dir: Path | None
+    digest: str
+
+
+class _ShardLabeller:
+    """Labels the shards of a task in this process, with one predictor per device, loaded when first needed
+    (auto / plain cuda with several GPUs: shard i on ``cuda:{i % n}``, or ``cuda:{LOCAL_RANK}`` in a launched
+    process; cpu and cuda:N stay put)."""
+
+    def __init__(self, task: ShardTask, predictor: BoxPredictor | None = None) -> None:
+        self.task, self.given = task, predictor
+        self.coco = load_boxes(task.boxes_path)
+        self.plans = plan_annotations(self.coco, task.options.min_box_side)
+        self.base = resolve_device(task.runtime.device, "run.pseudo_label.device") if predictor is None else None
+        cuda_any = self.base is not None and self.base.type == "cuda" and self.base.index is None
+        self.n_gpus = torch.cuda.device_count() if cuda_any else 0
+        self.loaded: dict[str, BoxPredictor] = {}
+
+    def predictor(self, i: int) -> BoxPredictor:
+        if self.given is not None:
+            return self.given
+        key = shard_device(i, self.n_gpus) if self.n_gpus > 1 else str(self.base)
+        if key not in self.loaded:
+            opts = self.task.options
+            self.loaded[key] = Predictor(self.task.checkpoint, opts.which, opts.flip_tta, key)
+            if self.n_gpus > 1:
+                log_device(f"pseudo_label shard {i}/{self.task.runtime.num_shards}", key, amp=True)
+        return self.loaded[key]
+
+    def reuse(self, i: int) -> dict[str, Any] | None:
+        """Shard ``i``'s stored result when its done marker matches, else None."""
+        t = self.task
+        if t.shard_dir is None or not shard_is_done(t.shard_dir, i, t.runtime.num_shards, t.digest):
+            return None
+        return json.loads(shard_paths(t.shard_dir, i, t.runtime.num_shards)[0].read_text())
+
+    def label(self, i: int) -> dict[str, Any]:
+        """Label shard ``i`` (JSON form); with a shard dir, write it and then its done marker."""
+        t, n = self.task, self.task.runtime.num_shards
+        ids = [iid for iid in self.plans if shard_of(iid, n) == i]
+        needs_model = any(p.action == "model" for iid in ids for p in self.plans[iid])
+        res = label_images(self.coco, t.boxes_path, self.predictor(i) if needs_model else None, t.options, ids,
+                           t.image_root, self.plans, t.runtime)
+        res = LabelResult(**res).to_json()
+        if t.shard_dir is not None:
+            out_file, marker = shard_paths(t.shard_dir, i, n)
+            write_json_atomic(out_file, {"input_hash": t.digest, **res})
+            write_json_atomic(marker, {"input_hash": t.digest, "shard_index": i, "num_shards": n,
+                                       "boxes_in": res["stats"].get("boxes_in", 0)})
+        return res
+
+
+def label_shards_in_process(task: ShardTask, processes: int) -> None:
+    """One of ``processes`` launched processes (:func:`mal.common.launch.launch`): slot ``g`` (its local rank)
+    labels the shards ``g, g + P, ...`` not already done, so with P GPUs each slot stays on ``cuda:g``."""
+    if task.runtime.num_threads > 0:
+        torch.set_num_threads(task.runtime.num_threads)
+    shards = _ShardLabeller(task)
+    for i in range(local_rank(), task.runtime.num_shards, processes):
+        if shards.reuse(i) is None:
+            shards.label(i)
+
+
 def label_coco(
     boxes_path: str | Path,
     checkpoint: str | Path,
     out_path: str | Path | None,
     options: LabelOptions,
+    runtime: RunPseudoLabelParams | None = None,
     image_root: str | Path | None = None,
-    num_shards: int = 1,
     shard_index: int | None = None,
     shard_dir: str | Path | None = None,
-    merge: bool = True,
     run_missing: bool = True,
-    predictor: Any = None,
+    predictor: BoxPredictor | None = None,
 ) -> dict[str, Any]:
-    """Label a COCO boxes file (all shards, or one with ``shard_index``), then merge into ``out_path``.
+    """Label a COCO boxes file (all ``runtime.num_shards`` shards, or one with ``shard_index``), then merge
+    into ``out_path``; the file front door of the engine for the stage and ``mal label``.
 
-    With ``shard_dir`` every shard is written there with a done marker and completed shards are reused;
-    without it (single process) shards are kept in memory. With ``shard_index`` only that shard runs and
-    nothing is merged. ``run_missing=False`` (merge only) raises instead of labelling a missing shard.
-    ``predictor`` (optional) replaces loading the checkpoint (still hashed) into a :class:`Predictor`.
-    Image ``file_name``s are written as they came in (relative to ``image_root``, default: the boxes file's
-    folder), so the output holds no machine-specific path.
-    Returns the merge report (or the shard's stats for a single shard).
+    ``options.threshold`` None is the checkpoint's (:func:`~mal.pseudo.engine.resolve_options`). With
+    ``shard_dir`` every shard is written there with a done marker and completed shards are reused; then
+    ``runtime.shard_processes`` (> 1, or 0 with several GPUs) label the missing shards in that many
+    processes (:func:`mal.common.launch.launch`) before the merge here. Without it, shards are kept in
+    memory. With ``shard_index`` only that shard runs and nothing is merged; ``run_missing=False`` (merge
+    only) raises instead of labelling a missing shard. ``predictor`` (optional) replaces loading the
+    checkpoint (still hashed). Image ``file_name``s are written as they came in (relative to ``image_root``,
+    default: the boxes file's folder). Returns the merge report (or the shard's counts for one shard).
     """
-    _check_shards(num_shards, shard_index)
+    runtime = runtime or RunPseudoLabelParams()
+    n = runtime.num_shards
+    _check_shards(n, shard_index)
     if shard_index is not None and shard_dir is None:
         raise ValueError("--shard-index needs a shard directory to write the shard to")
-    coco = load_boxes(boxes_path)
-    if not Path(checkpoint).is_file():
-        raise ValueError(f"{checkpoint}: labeler checkpoint not found")
-    digest = input_hash(boxes_path, checkpoint, options, image_root, num_shards) if shard_dir else ""
-    loaded: dict[str, Any] = {"given": predictor} if predictor is not None else {}
-    base = resolve_device(options.device, "pseudo_label.device") if predictor is None else None
-    n_gpus = torch.cuda.device_count() if base is not None and base.type == "cuda" and base.index is None else 0
-
-    def device_of(i: int) -> str:
-        """auto / plain cuda: shard i on cuda:{i % n_gpus} (LOCAL_RANK wins); cpu and cuda:N stay put."""
-        return shard_device(i, n_gpus) if n_gpus > 1 else str(base)
-
-    def factory(i: int) -> Predictor:
-        key = "given" if predictor is not None else device_of(i)
-        if key not in loaded:
-            loaded[key] = Predictor(checkpoint, options.which, options.flip_tta, key)
-            if n_gpus > 1:
-                log_device(f"pseudo_label shard {i}/{num_shards}", key, amp=True)
-        return loaded[key]
-
-    indices = [shard_index] if shard_index is not None else list(range(num_shards))
+    options = resolve_options(options, checkpoint)
+    digest = input_hash(boxes_path, checkpoint, options, image_root, n) if shard_dir else ""
+    task = ShardTask(Path(boxes_path), Path(checkpoint), options, runtime, Path(image_root) if image_root else None,
+                     Path(shard_dir) if shard_dir else None, digest)
+    shards = _ShardLabeller(task, predictor)
+    indices = [shard_index] if shard_index is not None else list(range(n))
+    if shard_dir is not None and shard_index is None and run_missing and predictor is None:
+        processes = shard_processes(runtime, shards.base, n)
+        if processes > 1:  # they write the shards; this process then reuses them all
+            launch(label_shards_in_process, processes, task, processes)
     results, reused = [], 0
     for i in indices:
-        if shard_dir is not None and shard_is_done(shard_dir, i, num_shards, digest):
-            out_file, _ = shard_paths(shard_dir, i, num_shards)
-            results.append(json.loads(out_file.read_text()))
-            reused += 1
-            continue
-        if not run_missing:
-            raise ValueError(f"{shard_dir}: shard {i} of {num_shards} is missing or stale; run it first")
-        res = run_shard(coco, boxes_path, lambda i=i: factory(i), options, i, num_shards, image_root)
-        if shard_dir is not None:
-            out_file, marker = shard_paths(shard_dir, i, num_shards)
-            write_json_atomic(out_file, {"input_hash": digest, **res})
-            write_json_atomic(
-                marker,
-                {
-                    "input_hash": digest,
-                    "shard_index": i,
-                    "num_shards": num_shards,
-                    "boxes_in": res["stats"].get("boxes_in", 0),
-                },
-            )
-        results.append(res)
-    if shard_index is not None or not merge:
-        stats = Counter()
+        res = shards.reuse(i)
+        reused += res is not None
+        if res is None and not run_missing:
+            raise ValueError(f"{shard_dir}: shard {i} of {n} is missing or stale; run it first")
+        results.append(res if res is not None else shards.label(i))
+    if shard_index is not None:
+        stats: Counter = Counter()
         for r in results:
             stats.update(r["stats"])
         return {"shards_run": len(indices) - reused, "shards_reused": reused, **dict(stats)}
-    if shard_dir is not None:  # merge may run in another process than the shards: all must be done
-        for i in range(num_shards):
-            if not shard_is_done(shard_dir, i, num_shards, digest):
-                raise ValueError(f"{shard_dir}: shard {i} of {num_shards} is missing or stale; run it first")
-    out, report = merge_results(coco, results, str(shard_dir or boxes_path))
+    out, report = merge_results(shards.coco, results, str(shard_dir or boxes_path))
     if out_path is not None:
         write_json_atomic(out_path, out)
     report["shards_run"], report["shards_reused"] = len(indices) - reused, reused

@@ -103,6 +103,20 @@ def _baselines(quality: list[dict[str, Any]]) -> str:
         f"{q.get('labeler', i)}: {line(q)}" for i, q in enumerate(quality)) + "."
 
 
+def _rankings(table: Table) -> str:
+    """Per detector, the labelers ordered by mask AP and by pseudo-mask mIoU, and how many retention intervals
+    lie below 100 %: the claims the prose reads, computed rather than typed."""
+    lines = []
+    for det in dict.fromkeys(r["detector"] for r in table.rows):
+        labs = [r for r in table.rows if r["detector"] == det and r["masks"] != GT_ROW]
+        by_ap = " > ".join(r["masks"].removeprefix("MAL ") for r in sorted(labs, key=lambda r: -r["mask_AP"]))
+        by_miou = " > ".join(r["masks"].removeprefix("MAL ") for r in sorted(labs, key=lambda r: -r["pseudo_mIoU"]))
+        below = sum(r["retention_hi"] is not None and r["retention_hi"] < 100 for r in labs)
+        lines.append(f"- {det}: by mask AP {by_ap}; by pseudo-mask mIoU {by_miou}; retention interval below 100 % "
+                     f"for {below} of {len(labs)} labelers.")
+    return "\n".join(lines)
+
+
 def results_block(root: str | Path) -> str:
     """The block's Markdown (between the markers), from the run in ``root`` (its dvc.yaml and outputs)."""
     files = _Files(Path(root))
@@ -110,6 +124,7 @@ def results_block(root: str | Path) -> str:
     table = Table.from_json(files.load(rows_json, "paper_table"), rows_json or "paper_table.json")
     labelers, quality = _labeler_table(files, table)
     parts = [markdown(table, title_prefix="Data: "),
+             f"Rankings (from the rows above):\n\n{_rankings(table)}",
              f"Mask AP of each detector by seed (`metrics/detector/`):\n\n{_seed_table(files, table)}",
              "Labelers (`metrics/train_labeler/`, `metrics/mask_quality/`, `metrics/pseudo_label/`): val mIoU "
              "at the labeler's val threshold, pseudo-mask mIoU on the train boxes, the rank correlation of the "

@@ -85,7 +85,7 @@ def paper_table_html(run: _Run) -> str:
     for name in sorted(n for n in run.outs.stages if n.split("@")[0] in ("evaluate", "evaluate_gt")):
         for path in run.outs.paths(name, "metrics"):
             m = run.json(path, f"stage {name}")
-            masks, det, seed = Path(path).stem.split("__")  # the cell: <masks>__<detector>__s<seed>
+            masks, det, seed = Path(path).stem.rsplit("__", 2)  # the cell: <masks>__<detector>__s<seed>
             if m is not None:
                 rows.append([det, masks, seed.removeprefix("s"),
                              *(m.get(k) for k in ("mask_AP", "mask_AP50", "mask_AP75", "box_AP"))])
@@ -97,7 +97,7 @@ def paper_table_html(run: _Run) -> str:
 def curves_html(run: _Run, lab: str) -> str:
     """One small plot per dvclive TSV of the labeler's training (``step`` vs the value)."""
     plots = run.outs.paths(f"train_labeler@{lab}", "plots")
-    found = run.exists(plots[0], f"stage train_labeler@{lab}: curves") if plots else None
+    found = run.exists(plots[0] if plots else None, f"stage train_labeler@{lab}: curves")
     tsvs = sorted(found.glob("*.tsv")) if found is not None else []
     if not tsvs:
         return '<p class="warn">No training curves.</p>'
