@@ -116,9 +116,9 @@ def gpu_requests(params: dict[str, Any], gpus: int, env: dict[str, str]) -> list
         least = 2 if "labeler" in key and str(_get(params, "run.train_labeler.device")) != "cuda" else 1
         if isinstance(value, int) and not isinstance(value, bool) and value >= least:
             reqs.append((f"{key}: {value}", value))
-    train = _get(params, "detector.train") or {}
-    if "max_iter" in train and train["max_iter"] is None:
-        reqs.append(("detector.train.max_iter: null (detectron2's 3x schedule, 90k-270k iterations)", 1))
+    solver = _get(params, "detector.opts.SOLVER") or {}
+    if "MAX_ITER" in solver and solver["MAX_ITER"] is None:
+        reqs.append(("detector.opts.SOLVER.MAX_ITER: null (detectron2's 3x schedule, 90k-270k iterations)", 1))
     if gpus > 0:
         reqs.append((f"--gpus {gpus}", gpus))
     visible = env.get("NVIDIA_VISIBLE_DEVICES", "")

@@ -44,25 +44,25 @@ def test_reports_this_machine_and_the_default_profile_asks_for_no_gpu() -> None:
 @needs_no_gpu
 def test_params_asking_for_cuda_warn_loudly_and_fail_strict(tmp_path: Path) -> None:
     p = tmp_path / "params.yaml"
-    p.write_text("pseudo_label:\n  device: cuda:1\n")
+    p.write_text("run:\n  pseudo_label:\n    device: cuda:1\n")
     res = _doctor("--params", str(p))
     assert res.returncode == 0
     warn = [x for x in res.stdout.splitlines() if x.startswith("WARNING:")]
-    assert warn == ["WARNING: pseudo_label.device: cuda:1 needs 2 GPU(s), torch sees 0"], res.stdout
+    assert warn == ["WARNING: run.pseudo_label.device: cuda:1 needs 2 GPU(s), torch sees 0"], res.stdout
     assert _doctor("--params", str(p), "--strict").returncode == 1
 
 
 @needs_no_gpu
 def test_paper_profile_and_gpus_flag_are_gpu_requests(capsys: pytest.CaptureFixture) -> None:
     assert doctor.main(["--params", str(ROOT / "params.yaml"), "--profile", "paper", "--strict"]) == 1
-    assert "WARNING: detector.train.max_iter: null" in capsys.readouterr().out
+    assert "WARNING: detector.opts.SOLVER.MAX_ITER: null" in capsys.readouterr().out
     assert doctor.main(["--params", str(ROOT / "params.yaml"), "--gpus", "1"]) == 0  # warns, not strict
     assert "WARNING: --gpus 1 needs 1 GPU(s), torch sees 0" in capsys.readouterr().out
 
 
 def test_gpu_requests_from_params_and_container() -> None:
-    assert doctor.gpu_requests({"pseudo_label": {"device": "auto"}, "detector": {"train": {"max_iter": 250}}},
-                               0, {}) == []
+    assert doctor.gpu_requests({"run": {"pseudo_label": {"device": "auto"}},
+                                "detector": {"opts": {"SOLVER": {"MAX_ITER": 250}}}}, 0, {}) == []
     reqs = doctor.gpu_requests({}, 0, {"NVIDIA_VISIBLE_DEVICES": "0,1"})
     assert [n for _, n in reqs] == [2]
     assert doctor.gpu_requests({}, 0, {"NVIDIA_VISIBLE_DEVICES": "void"}) == []
@@ -81,21 +81,21 @@ def test_driver_and_shm_checks() -> None:
 @needs_no_gpu
 def test_params_asking_for_gpu_counts_warn(tmp_path: Path) -> None:
     p = tmp_path / "params.yaml"
-    p.write_text("labeler:\n  train: {num_gpus: 4, device: cuda}\ndetector:\n  num_gpus: 2\n")
+    p.write_text("run:\n  train_labeler: {num_gpus: 4, device: cuda}\n  train_detector:\n    num_gpus: 2\n")
     res = _doctor("--params", str(p), "--strict")
     assert res.returncode == 1
     warn = [x for x in res.stdout.splitlines() if x.startswith("WARNING:")]
-    for line in ("WARNING: labeler.train.num_gpus: 4 needs 4 GPU(s), torch sees 0",
-                 "WARNING: labeler.train.device: cuda needs 1 GPU(s), torch sees 0",
-                 "WARNING: detector.num_gpus: 2 needs 2 GPU(s), torch sees 0"):
+    for line in ("WARNING: run.train_labeler.num_gpus: 4 needs 4 GPU(s), torch sees 0",
+                 "WARNING: run.train_labeler.device: cuda needs 1 GPU(s), torch sees 0",
+                 "WARNING: run.train_detector.num_gpus: 2 needs 2 GPU(s), torch sees 0"):
         assert line in warn, res.stdout
 
 
 def test_auto_on_a_machine_with_nvidia_devices_but_no_usable_gpu_warns() -> None:
-    params = {"pseudo_label": {"device": "auto"}, "detector": {"num_gpus": 0}, "labeler": {"train": {}}}
+    params = {"run": {"pseudo_label": {"device": "auto"}, "train_detector": {"num_gpus": 0}, "train_labeler": {}}}
     warns = doctor.auto_fallbacks(params, n_gpu=0, nvidia=True)
-    assert [w.split(":")[0] for w in warns] == ["pseudo_label.device", "labeler.train.device",
-                                                 "labeler.train.num_gpus"]  # 0 asks for CPU; absent = auto
+    assert [w.split(":")[0] for w in warns] == ["run.pseudo_label.device", "run.train_labeler.device",
+                                                 "run.train_labeler.num_gpus"]  # 0 asks for CPU; absent = auto
     assert "falls back to CPU" in warns[0]
     assert doctor.auto_fallbacks(params, n_gpu=1, nvidia=True) == []
     assert doctor.auto_fallbacks(params, n_gpu=0, nvidia=False) == []
