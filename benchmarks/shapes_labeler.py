@@ -4,9 +4,9 @@
         [--num-train 200 --num-val 30] [--set labeler.train.epochs=60 ...] [--dataset nuclei]
 
 Derives ``<out>/params.yaml`` from ``params.yaml`` (``data.dataset: shapes`` with the sizes given, or
-``--dataset nuclei`` for the same experiment on the embedded real set, every output
-path under ``<out>``, then each ``--set dotted.key=value``, the value read as YAML), runs the real stages
-(``stages/prepare.py``, ``stages/train_labeler.py``) on it, labels the val boxes with the student at
+``--dataset nuclei`` for the same experiment on the embedded real set, then each ``--set dotted.key=value``, the
+value read as YAML, merged as ``dvc exp run -S`` does), runs the real stages (``stages/prepare.py``,
+``stages/train_labeler.py``) on it with every output path under ``<out>``, labels the val boxes with the student at
 ``pseudo_label.threshold`` and prints class-averaged and per-class mIoU next to the box-as-mask baseline.
 Writes ``<out>/report.json``. Nothing under the repository's data/, models/ or metrics/ is touched.
 """
@@ -25,41 +25,22 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mal.common.params import load_params  # noqa: E402
-
-from mal.common.paths import timings_path  # noqa: E402
+from mal.config import ParamsError, load_params  # noqa: E402
+from mal.config.load import merge, parse_overrides  # noqa: E402
 
 
 def derive_params(
-    base: dict[str, Any], out: Path, num_train: int, num_val: int, sets: list[str], dataset: str = "shapes"
+    base: dict[str, Any], num_train: int, num_val: int, sets: list[str], dataset: str = "shapes"
 ) -> dict:
-    """``base`` with ``dataset`` (shapes: of the sizes given), outputs under ``out``, the ``--set`` overrides."""
+    """``base`` (a params mapping) with ``dataset`` (shapes: of the sizes given) and the ``--set`` overrides."""
     params = json.loads(json.dumps(base))
-    data = params["data"]
-    data["dataset"] = dataset
-    data["out_dir"] = str(out / "data")
-    data["metrics"] = str(out / "prepare.json")
-    params["timings_dir"] = str(out / "timings")
+    params["data"]["dataset"] = dataset
     if dataset == "shapes":
-        data["shapes"].update({"num_train": num_train, "num_val": num_val})
-    params["labeler"]["paths"] = {
-        "checkpoint": str(out / "models/{labeler}/checkpoint.pt"),
-        "metrics": str(out / "metrics/{labeler}.json"),
-        "plots_dir": str(out / "metrics/{labeler}_plots"),
-        "state": str(out / "state/{labeler}/state.pt"),
-    }
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected dotted.key=value")
-        node = params
-        *parents, leaf = key.split(".")
-        for name in parents:
-            if not isinstance(node.get(name), dict):
-                raise SystemExit(f"--set {item!r}: {name!r} is not a mapping in params.yaml")
-            node = node[name]
-        node[leaf] = yaml.safe_load(value)
-    return params
+        params["data"]["shapes"].update({"num_train": num_train, "num_val": num_val})
+    try:
+        return merge(params, parse_overrides(sets))
+    except ParamsError as e:
+        raise SystemExit(f"--set: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,14 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     params_path = out / "params.yaml"
-    params_path.write_text(
-        yaml.safe_dump(derive_params(load_params(args.params), out, args.num_train, args.num_val, args.sets, args.dataset))
-    )
-    load_params(params_path)  # the same checks the stages make, before any work
-    py = sys.executable
-    subprocess.run([py, str(REPO / "stages/prepare.py"), "--params", str(params_path)], cwd=REPO, check=True)
+    base = load_params(args.params).model_dump()
+    params_path.write_text(yaml.safe_dump(derive_params(base, args.num_train, args.num_val, args.sets, args.dataset)))
+    try:
+        params = load_params(params_path)  # the same checks the stages make, before any work
+    except ParamsError as e:
+        raise SystemExit(str(e)) from None
+    py, data = sys.executable, out / "data"
+    checkpoint = out / "models" / args.labeler / "checkpoint.pt"
+    metrics_path, work = out / "metrics" / f"{args.labeler}.json", out / "work" / args.labeler
+    subprocess.run([py, str(REPO / "stages/prepare.py"), "--params", str(params_path), "--out", str(data),
+                    "--metrics", str(out / "prepare.json")], cwd=REPO, check=True)
     subprocess.run([py, str(REPO / "stages/train_labeler.py"), "--params", str(params_path),
-                    "--labeler", args.labeler, "--no-resume"], cwd=REPO, check=True)
+                    "--labeler", args.labeler, "--no-resume", "--train-boxes", str(data / "train_boxes.json"),
+                    "--val-gt", str(data / "val_gt.json"), "--checkpoint", str(checkpoint), "--metrics",
+                    str(metrics_path), "--plots", str(out / "metrics" / f"{args.labeler}_plots"),
+                    "--work-dir", str(work)], cwd=REPO, check=True)
 
     from mal.config.quality import MaskQualityParams as MQ
     from mal.labeler.model import checkpoint_mask_threshold
@@ -108,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "box_miou": box["miou"],
         "per_class": {k: [v["miou"], box["per_class"][k]["miou"], v["count"]]
                       for k, v in quality["per_class"].items()},
-        "stage_seconds": json.loads(timings_path(params, "train_labeler", args.labeler).read_text())["stage_seconds"],
+        "stage_seconds": json.loads((work / "timings.json").read_text())["stage_seconds"],
         "sets": args.sets,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))

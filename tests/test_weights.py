@@ -195,20 +195,21 @@ def test_stage_fine_tunes_a_pretrained_convnet_with_its_own_train_params(built, 
     from tests.conftest import load_stage, tiny_shapes_records
 
     data_dir, _, _ = tiny_shapes_records(tmp_path / "data", num_val=1)
-    lab_paths = {"checkpoint": "models/{labeler}/checkpoint.pt", "metrics": "metrics/{labeler}.json",
-                 "plots_dir": "metrics/{labeler}_plots", "state": "work/{labeler}/state.pt"}
     model = {"encoder": "tf_efficientnet_lite0", "pretrained": str(built / "efficientnet_lite0.safetensors"),
              "crop_size": 32, "decoder_dim": 16, "encoder_args": {"features_only": True, "out_indices": [3]},
              "train": {"epochs": 1, "lr_per_sample": 1e-5}}
-    params = {"seed": 0, "timings_dir": str(tmp_path / "timings"),
-              "data": {"dataset": "shapes", "out_dir": str(data_dir), "min_train_box_area": 16,
-                       "min_train_box_side": 2},
-              "labeler": {"paths": {k: str(tmp_path / v) for k, v in lab_paths.items()},
-                          "train": {"epochs": 5, "batch_size": 2, "lr_per_sample": 1e-4, "crf_iterations": 2,
-                                    "num_threads": 1},
-                          "models": {"effnet": model}}}
+    params = {"seed": 0,
+              "data": {"dataset": "shapes", "min_train_box_area": 16, "min_train_box_side": 2},
+              "labeler": {"train": {"epochs": 5, "batch_size": 2, "lr_per_sample": 1e-4, "crf_iterations": 2},
+                          "models": {"effnet": model}},
+              "run": {"train_labeler": {"num_threads": 1}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert load_stage("train_labeler").main(["--params", str(tmp_path / "params.yaml"), "--labeler", "effnet"]) == 0
+    assert load_stage("train_labeler").main([
+        "--params", str(tmp_path / "params.yaml"), "--labeler", "effnet",
+        "--train-boxes", str(data_dir / "train_boxes.json"), "--val-gt", str(data_dir / "val_gt.json"),
+        "--checkpoint", str(tmp_path / "models" / "effnet" / "checkpoint.pt"),
+        "--metrics", str(tmp_path / "metrics" / "effnet.json"), "--plots", str(tmp_path / "metrics" / "effnet_plots"),
+        "--work-dir", str(tmp_path / "work" / "effnet")]) == 0
     metrics = json.loads((tmp_path / "metrics" / "effnet.json").read_text())
     assert metrics["epochs"] == 1 and metrics["steps"] >= 1  # the model's epochs, not labeler.train's 5
     ckpt = torch.load(tmp_path / "models" / "effnet" / "checkpoint.pt", weights_only=True)

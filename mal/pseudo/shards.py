@@ -127,9 +127,15 @@ def merge_results(coco: dict[str, Any], results: list[dict[str, Any]], where: st
     out["images"] = [im for im in coco["images"] if im["id"] not in bad_images]
     out["annotations"] = out_anns
     skipped_list = [skipped[a["id"]] for a in coco["annotations"] if a["id"] in skipped]
+    return out, _merge_report(coco, out_anns, skipped_list, skipped_images, stats)
+
+
+def _merge_report(coco: dict[str, Any], out_anns: list[dict], skipped_list: list[dict], skipped_images: list[dict],
+                  stats: Counter) -> dict[str, Any]:
+    """The counts of a merged output (the stage's metrics + timings, the CLI's summary)."""
     reasons = Counter(s["reason"] for s in skipped_list)
     fallback = Counter(a["mal"].get("reason") for a in out_anns if a["mal"]["source"] == "box_fallback")
-    report = {
+    return {
         "boxes_in": len(coco["annotations"]),
         "masks_out": len(out_anns),
         "skipped": len(skipped_list),
@@ -147,9 +153,6 @@ def merge_results(coco: dict[str, Any], results: list[dict[str, Any]], where: st
         "skipped_annotations": skipped_list,
         "skipped_images": skipped_images,
     }
-    return out, report
-
-
 
 
 def shard_processes(runtime: RunPseudoLabelParams, device: torch.device | None, num_shards: int) -> int:
