@@ -74,22 +74,20 @@ def main(argv: list[str] | None = None) -> int:
                     "--work-dir", str(work)], cwd=REPO, check=True)
 
     from mal.config.quality import MaskQualityParams as MQ
-    from mal.labeler.model import checkpoint_mask_threshold
-    from mal.pseudo.label import LabelOptions, Predictor, label_images, load_boxes
+    from mal.pseudo.engine import resolve_options
+    from mal.pseudo.label import Predictor, label_images, load_boxes
     from mal.pseudo.quality import evaluate_masks
 
-    params = load_params(params_path)
-    checkpoint = params["labeler"]["paths"]["checkpoint"].format(labeler=args.labeler)
-    threshold = params["pseudo_label"]["threshold"]  # null: the one the checkpoint records, as the stage does
-    threshold = checkpoint_mask_threshold(checkpoint) if threshold is None else float(threshold)
-    val_json = Path(params["data"]["out_dir"]) / "val_gt.json"
+    # the stage's options; a null threshold is the one the checkpoint records, resolved as every front end does
+    opts = resolve_options(params.pseudo_label.model_copy(update={"which": "student", "flip_tta": False}), checkpoint)
+    threshold = opts.threshold
+    val_json = data / "val_gt.json"
     gt = load_boxes(val_json)
-    opts = LabelOptions(threshold=threshold, which="student", flip_tta=False)
     labelled = label_images(gt, val_json, Predictor(checkpoint, "student", False), opts)
     pred = {**gt, "annotations": list(labelled["annotations"].values())}
     quality = evaluate_masks(pred, gt, MQ(baselines=["box"], num_overlays=0), show_progress=False)
     box = quality["baselines"]["box"]
-    train_metrics = json.loads(Path(params["labeler"]["paths"]["metrics"].format(labeler=args.labeler)).read_text())
+    train_metrics = json.loads(metrics_path.read_text())
     report = {
         "val_miou_stage": train_metrics["val_miou"],  # the stage's own val metric (threshold val_threshold)
         "threshold": threshold,

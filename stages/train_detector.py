@@ -3,7 +3,7 @@
     python stages/train_detector.py --detector mask_rcnn_MNv2_demo --masks gt --seed 0 \
         --train-json data/prepared/train_gt.json --images data/prepared/images \
         --out models/detector/gt__mask_rcnn_MNv2_demo__s0 --live-dir dvclive/train_detector/gt__mask_rcnn_MNv2_demo__s0 \
-        --work-dir .work/detector/gt__mask_rcnn_MNv2_demo__s0 [--params params.yaml]
+        --work-dir .work/train_detector/gt__mask_rcnn_MNv2_demo__s0 [--params params.yaml]
 
 Params `detector` (the zoo config, `demo_arch`, backbone weights, detectron2 keys in `opts` and
 `models.<detector>`), `run.train_detector` (GPUs, threads: where it runs, not what it computes). The train

@@ -27,7 +27,8 @@ import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from mal.common.profiles import apply_profile, merge
+from mal.common.profiles import apply_profile
+from mal.config.load import merge
 from tests.conftest import REPO, load_stage
 
 LABELER = "vit_mae_base"
@@ -42,7 +43,7 @@ OBJECTS = {
 # What sets the run time, nothing else (each key must exist in the merged params: see _set)
 SMALL = {
     "labeler.train.epochs": 1, "labeler.train.batch_size": 1, "run.train_labeler.num_workers": 0,
-    "labeler.train.val_max_boxes": 1, "pseudo_label.num_workers": 0,
+    "labeler.train.val_max_boxes": 1, "run.pseudo_label.num_workers": 0,
     "detector.num_workers": 0, "detector.opts.SOLVER.MAX_ITER": 2, "detector.opts.SOLVER.IMS_PER_BATCH": 1,
     "detector.opts.SOLVER.REFERENCE_WORLD_SIZE": 0,  # 8 would make it 8x the iterations (scaling: test_detector.py)
     "detector.pretrained.R50": "none", "detector.pretrained.R101": "none", "detector.pretrained.X101": "none",
@@ -58,8 +59,10 @@ TRAIN_LABELER = ["--labeler", LABELER, "--train-boxes", "data/prepared/train_box
                  "data/prepared/val_gt.json", "--checkpoint", f"models/labeler/{LABELER}/checkpoint.pt", "--metrics",
                  f"metrics/train_labeler/{LABELER}.json", "--plots", f"metrics/train_labeler/{LABELER}_plots",
                  "--work-dir", f".work/train_labeler/{LABELER}"]
-PSEUDO_LABEL = ["--labeler", LABELER]
 PSEUDO_JSON = f"data/pseudo/{LABELER}/train_pseudo.json"
+PSEUDO_LABEL = ["--labeler", LABELER, "--boxes", "data/prepared/train_boxes.json", "--checkpoint",
+                f"models/labeler/{LABELER}/checkpoint.pt", "--images", "data/prepared/images", "--out", PSEUDO_JSON,
+                "--metrics", f"metrics/pseudo_label/{LABELER}.json", "--work-dir", f".work/pseudo_label/{LABELER}"]
 
 
 def cell(detector: str, masks: str) -> str:
@@ -71,7 +74,7 @@ def train_detector_args(detector: str, masks: str) -> list[str]:
     train = "data/prepared/train_gt.json" if masks == "gt" else PSEUDO_JSON
     return ["--detector", detector, "--masks", masks, "--train-json", train, "--images", "data/prepared/images",
             "--out", f"models/detector/{c}", "--live-dir", f"dvclive/train_detector/{c}", "--work-dir",
-            f".work/detector/{c}"]
+            f".work/train_detector/{c}"]
 
 
 def evaluate_args(detector: str, masks: str) -> list[str]:

@@ -302,14 +302,14 @@ def test_flow_module_imports_by_path(tmp_path: Path) -> None:
 def test_gpu_deployment_takes_a_whole_node_as_the_paper_profile_says() -> None:
     """The GPU deployment's pods get `prefect.gpus_per_worker` GPUs (paper profile): the zoo's 8, so
     train_detector runs the 3x schedule unscaled, and each GPU stage holds that many `mal-gpu` slots."""
-    from mal.common.profiles import merge
+    from mal.config import load_params
     from pipeline.flow import load_settings
 
-    paper = merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
-                  yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text()))
+    paper = load_params(ROOT / "params.yaml", profile="paper").model_dump()
     deps = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     gpu_count = deps["mal-pipeline"]["work_pool"]["job_variables"]["gpu_count"]
-    assert gpu_count == paper["prefect"]["gpus_per_worker"] == paper["detector"]["opts"]["SOLVER"]["REFERENCE_WORLD_SIZE"] == 8
+    world = paper["detector"]["opts"]["SOLVER"]["REFERENCE_WORLD_SIZE"]
+    assert gpu_count == paper["prefect"]["gpus_per_worker"] == world == 8
     k8s = _render("kubernetes-gpu.json", {"image": "reg/mal:gpu", "gpu_count": gpu_count})
     assert k8s["job_manifest"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
         "nvidia.com/gpu": 8}

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from mal.common.paths import detector_cell
 from mal.config.table import TableParams
 from mal.detection.coco_eval import load_gt
 from mal.report.bootstrap import ImageEval, draw_resamples, interval, seed_mean_draws
@@ -40,6 +39,11 @@ COMPARISON_COLUMNS = ["detector", "a", "b", "diff", "lo", "hi", "verdict"]
 
 
 @dataclass
+def detector_cell(masks: str, detector: str, seed: int) -> str:
+    """One trained detector of the table, as dvc.yaml names its files: ``<masks>__<detector>__s<seed>``."""
+    return f"{masks}__{detector}__s{int(seed)}"
+
+
 class Table:
     """``rows`` (one per detector x masks), ``comparisons`` (labeler pairs per detector), ``meta`` (title, data).
 
