@@ -38,12 +38,12 @@ COLUMNS = ["detector", "masks", "seeds", "mask_AP", "mask_AP_sd", "mask_AP_lo", 
 COMPARISON_COLUMNS = ["detector", "a", "b", "diff", "lo", "hi", "verdict"]
 
 
-@dataclass
 def detector_cell(masks: str, detector: str, seed: int) -> str:
     """One trained detector of the table, as dvc.yaml names its files: ``<masks>__<detector>__s<seed>``."""
     return f"{masks}__{detector}__s{int(seed)}"
 
 
+@dataclass
 class Table:
     """``rows`` (one per detector x masks), ``comparisons`` (labeler pairs per detector), ``meta`` (title, data).
 
