@@ -95,6 +95,46 @@ def dvc_stage(
     return {"stage": result.stage, "outcome": result.outcome, "seconds": result.seconds}
 
 
+def _submit_stages(dag: Any, settings: dict[str, Any], repo: Path, **repro: bool) -> dict[str, Any]:
+    """One ``dvc_stage`` task per stage, in DAG order, each waiting for its upstream stages; GPU stages hold the
+    GPU tag's concurrency slots."""
+    futures: dict[str, Any] = {}
+    for stage in dag.order:
+        gpu_limit = str(settings["gpu_tag"]) if is_gpu_stage(stage, settings["gpu_stages"]) else None
+        configured = dvc_stage.with_options(
+            task_run_name=stage,
+            tags={"mal-dvc", *([gpu_limit] if gpu_limit else [])},
+            retries=int(settings["retries"]),
+            retry_delay_seconds=float(settings["retry_delay_seconds"]),
+        )
+        futures[stage] = configured.submit(
+            stage=stage, repo_dir=str(repo), **repro, gpu_limit=gpu_limit,
+            gpu_slots=int(settings["gpus_per_worker"]), wait_for=[futures[u] for u in dag.upstream[stage]],
+        )
+    wait(list(futures.values()))
+    return futures
+
+
+def _collect(futures: dict[str, Any]) -> tuple[dict[str, str], dict[str, float], list[str]]:
+    """(outcome per stage, seconds per stage that completed, stages that failed or never ran)."""
+    outcomes: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    failed: list[str] = []
+    for stage, fut in futures.items():
+        if fut.state.is_completed():
+            res = fut.result()
+            outcomes[stage], seconds[stage] = res["outcome"], res["seconds"]
+        else:
+            outcomes[stage] = fut.state.name.lower()
+            failed.append(stage)
+    return outcomes, seconds, failed
+
+
+def _summary(outcomes: dict[str, str], seconds: dict[str, float], failed: list[str], clean: bool) -> dict[str, Any]:
+    by = {kind: [s for s, o in outcomes.items() if o == kind] for kind in ("ran", "skipped", "restored", "pulled")}
+    return {"stages": outcomes, **by, "failed": failed, "seconds": seconds, "dvc_status_clean": clean}
+
+
 @flow(name="mal-pipeline", log_prints=True)
 def mal_pipeline(
     params_file: str = "params.yaml",
@@ -138,52 +178,15 @@ def mal_pipeline(
         raise ValueError(f"{repo}: no DVC pipeline stages found for targets {targets}")
     logger.info("%d stages: %s", len(dag.stages), ", ".join(dag.stages))
 
-    futures = {}
-    for stage in dag.order:
-        tags = {"mal-dvc"}
-        gpu_limit = str(settings["gpu_tag"]) if is_gpu_stage(stage, settings["gpu_stages"]) else None
-        if gpu_limit:
-            tags.add(gpu_limit)
-        configured = dvc_stage.with_options(
-            task_run_name=stage,
-            tags=tags,
-            retries=int(settings["retries"]),
-            retry_delay_seconds=float(settings["retry_delay_seconds"]),
-        )
-        futures[stage] = configured.submit(
-            stage=stage, repo_dir=str(repo), force=force, pull=pull, push=push, gpu_limit=gpu_limit,
-            gpu_slots=int(settings["gpus_per_worker"]),
-            wait_for=[futures[u] for u in dag.upstream[stage]],
-        )
-    wait(list(futures.values()))
-
-    outcomes: dict[str, str] = {}
-    seconds: dict[str, float] = {}
-    failed: list[str] = []
-    for stage, fut in futures.items():
-        state = fut.state
-        if state.is_completed():
-            res = fut.result()
-            outcomes[stage], seconds[stage] = res["outcome"], res["seconds"]
-        else:
-            outcomes[stage] = state.name.lower()
-            failed.append(stage)
+    futures = _submit_stages(dag, settings, repo, force=force, pull=pull, push=push)
+    outcomes, seconds, failed = _collect(futures)
 
     clean = False
     if not failed:
         status = run_dvc(["status", "--json", *(["--with-deps", *targets] if targets else [])], repo,
                          log=logger.info)
         clean = _status_is_clean(status)
-    summary: dict[str, Any] = {
-        "stages": outcomes,
-        "ran": [s for s, o in outcomes.items() if o == "ran"],
-        "skipped": [s for s, o in outcomes.items() if o == "skipped"],
-        "restored": [s for s, o in outcomes.items() if o == "restored"],
-        "pulled": [s for s, o in outcomes.items() if o == "pulled"],
-        "failed": failed,
-        "seconds": seconds,
-        "dvc_status_clean": clean,
-    }
+    summary = _summary(outcomes, seconds, failed, clean)
     create_table_artifact(
         key="mal-pipeline-summary",
         table=[{"stage": s, "outcome": o, "seconds": seconds.get(s)} for s, o in outcomes.items()],
