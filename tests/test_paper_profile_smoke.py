@@ -288,9 +288,16 @@ def test_a_key_renamed_in_the_profile_fails_the_stage(paper_run: dict[str, Any],
         node = node.setdefault(key, {})
     node[f"{old}_renamed"] = node.pop(old, 1)
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump(profile))
-    work = paper_run["work"]
-    params_file = paper_params(tmp_path, paper_run["params"]["data"]["coco"], profile=tmp_path / "paper.yaml")
+    # switching to the profile is refused, naming the key, and params.yaml is left as it was
+    shutil.copyfile(REPO / "params.yaml", tmp_path / "params.yaml")
+    with pytest.raises(ValueError, match=rf"{section}.{old}_renamed: unknown key"):
+        apply_profile(tmp_path / "paper.yaml", tmp_path / "params.yaml")
+    assert (tmp_path / "params.yaml").read_text() == (REPO / "params.yaml").read_text()
+    # a params file merged by hand with the renamed key stops the stage before any work, naming the key
+    params = merge(yaml.safe_load(paper_params(tmp_path, paper_run["params"]["data"]["coco"]).read_text()), profile)
+    params_file = tmp_path / "merged.yaml"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(work)
+        mp.chdir(paper_run["work"])
         with pytest.raises(ValueError, match=rf"{old}_renamed: unknown key"):
             load_stage(stage_name).main([*args, "--params", str(params_file)])

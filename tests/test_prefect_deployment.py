@@ -80,7 +80,7 @@ def _make_repo(repo: Path, env: dict) -> None:
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     shutil.copy(ROOT / "params.yaml", repo / "params.yaml")  # the default (nuclei) profile ...
     profile = {  # ... switched by the flow's `profile` parameter to a tiny shapes profile
-        "data": {"dataset": "shapes", "out_dir": "data/prepared", "shapes": SHAPES},
+        "data": {"dataset": "shapes", "shapes": SHAPES},
         "prefect": {"retries": 0, "retry_delay_seconds": 1, "gpu_stages": ["train_detector"]},
     }
     (repo / "profiles").mkdir()

@@ -171,8 +171,8 @@ def test_predictor_and_dataset_use_the_checkpoint_normalisation(built, tmp_path)
 def test_stage_builds_then_is_a_no_op(tmp_path):
     out = tmp_path / "w"
     params = tmp_path / "params.yaml"
-    params.write_text(f"weights:\n  out_dir: {out}\n  encoders: [dinov2_vits14_imgfocus, efficientnet_lite0]\n")
-    cmd = [sys.executable, str(REPO / "stages" / "weights.py"), "--params", str(params)]
+    params.write_text("weights:\n  encoders: [dinov2_vits14_imgfocus, efficientnet_lite0]\n")
+    cmd = [sys.executable, str(REPO / "stages" / "weights.py"), "--out", str(out), "--params", str(params)]
     env = tool_env(PYTHONPATH=str(REPO))
     first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]
